@@ -1,0 +1,43 @@
+# uft: `make demo` runs the embedded default, `make test` runs the tests. Both set themselves up on a fresh
+# machine: they create .venv and install what is needed when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.14.1 + torchvision 0.29.1 is the pair that installs from this machine's disk and imports together
+# (PyPI's torchvision does not import beside the CPU-only torch 2.13 wheel). Elsewhere, override TORCH_PINS.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test test-fast demo lint format bench clean
+
+help:  ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install uft with its dev tools
+
+test: $(STAMP)  ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## Run the tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)  ## Zero-shot, then UEO, on the embedded demo data; prints metrics before and after
+	$(PY) -m uft.demo
+
+lint: $(STAMP)  ## ruff check and format check
+	$(PY) -m ruff check uft tests
+	$(PY) -m ruff format --check uft tests
+
+format: $(STAMP)  ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix uft tests
+	$(PY) -m ruff format uft tests
+
+clean:  ## Remove run outputs (runs/), keep .venv
+	rm -rf runs build .pytest_cache

@@ -1,0 +1,40 @@
+"""Shared fixtures: CPU only, the tiny CLIP registered by uft, generated images in tmp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run on the CPU, even where a GPU exists
+
+import uft.clip  # noqa: E402,F401  (registers the tiny architectures with open_clip)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "uft-tiny-vit"
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """A small generated data set: 8 shape classes, target.txt / test.txt list files, classes.txt."""
+    from uft.data.synthetic import make_shapes
+
+    return make_shapes(tmp_path_factory.mktemp("shapes"), {"target": 6, "test": 4}, size=32, seed=1)
+
+
+def demo_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
+    """CLI arguments for a short run of the demo config on ``data``, logging into ``root_dir``."""
+    return [
+        "-c",
+        str(ROOT / "configs" / "demo.yaml"),
+        f"--data.root={data}",
+        f"--data.class_names={data / 'classes.txt'}",
+        f"--data.train_list={data / 'target.txt'}",
+        f"--data.test_list={data / 'test.txt'}",
+        "--data.batch_size=16",
+        f"--trainer.default_root_dir={root_dir}",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_model_summary=false",
+        *extra,
+    ]

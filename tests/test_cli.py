@@ -1,0 +1,80 @@
+"""End to end through LightningCLI on the tiny CLIP: fit, validate, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from uft.cli import cli_main
+from uft.metrics import METRIC_NAMES
+from uft.module import CONFIDENCE_KEY, UFTModule
+
+from .conftest import demo_args
+
+
+def metrics_of(cli) -> dict:
+    return json.loads((Path(cli.trainer.log_dir) / "metrics.json").read_text())
+
+
+def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_path):
+    """Zero-shot validate, fit with UEO, and a validate from last.ckpt that reproduces fit's last-epoch metrics."""
+    zero_shot = cli_main(["validate", *demo_args(shapes_dir, tmp_path)])
+    before = metrics_of(zero_shot)
+    assert set(before) == {"test", "target"}
+    for split in before.values():
+        assert set(METRIC_NAMES) <= set(split)
+        assert all(0.0 <= v <= 1.0 for v in split.values())
+
+    fit = cli_main(["fit", *demo_args(shapes_dir, tmp_path)])
+    after = metrics_of(fit)
+    assert after["train"]["loss"] == pytest.approx(float(fit.trainer.callback_metrics["train/loss"]))
+    assert Path(fit.trainer.log_dir) != Path(zero_shot.trainer.log_dir)  # nothing is overwritten
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    trained = {n for n, p in fit.model.named_parameters() if p.requires_grad}
+    assert set(state["state_dict"]) == trained and "prompts.ctx" in trained
+    assert not any(k.startswith("clip.transformer") or k == "clip.token_embedding.weight" for k in state["state_dict"])
+    assert state[CONFIDENCE_KEY].shape == (len(fit.datamodule.target_samples),)
+    assert state["hyper_parameters"]["model_name"] == "uft-tiny-vit"
+    # The trained parameters moved away from their zero-shot values.
+    assert not torch.equal(state["state_dict"]["prompts.ctx"], zero_shot.model.prompts.ctx.detach())
+
+    again = cli_main(["validate", *demo_args(shapes_dir, tmp_path), f"--ckpt_path={ckpt}"])
+    reloaded = metrics_of(again)
+    for split in ("test", "target"):
+        for name in METRIC_NAMES:
+            assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (split, name)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch):
+    """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
+    passes = []
+    original = UFTModule.compute_confidence
+    monkeypatch.setattr(UFTModule, "compute_confidence", lambda self, loader: passes.append(1) or original(self, loader))
+
+    full = cli_main(["fit", *demo_args(shapes_dir, tmp_path / "full")])
+    assert len(passes) == 1
+    cut = tmp_path / "cut"
+    interrupted = cli_main(["fit", *demo_args(shapes_dir, cut), "--trainer.callbacks+=tests.helpers.StopAfterEpoch"])
+    assert interrupted.trainer.current_epoch == 1 and len(passes) == 2
+    resumed = cli_main(["fit", *demo_args(shapes_dir, cut), "--ckpt_path=last"])
+    assert len(passes) == 2, "a resumed run must reuse the checkpoint's confidence table"
+    assert resumed.trainer.current_epoch == 2
+
+    assert metrics_of(resumed)["test"] == pytest.approx(metrics_of(full)["test"], abs=1e-6)
+    assert metrics_of(resumed)["target"] == pytest.approx(metrics_of(full)["target"], abs=1e-6)
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(a, b, msg=name, rtol=0, atol=1e-6)
+
+
+def test_print_config_shows_linked_and_chosen_components(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "-c", "configs/demo.yaml", "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: uft.objectives.UEO" in out and "model_name: uft-tiny-vit" in out

@@ -1,0 +1,82 @@
+"""The LightningModule: confidence pass, frozen eval-mode CLIP during training, optimiser groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from uft.clip import tokenize
+from uft.objectives import UEO
+from uft.prompts import class_prompt
+
+from .conftest import TINY
+
+NAMES = ["circle", "square", "triangle"]
+
+
+class Images(Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], i
+
+
+def make_module(**kwargs):
+    from uft.module import UFTModule
+
+    torch.manual_seed(0)
+    return UFTModule(NAMES, UEO(), model_name=TINY, pretrained=None, **kwargs)
+
+
+def test_confidence_pass_matches_zero_shot_by_index():
+    """w_i = max softmax(cos_i / tau) with the zero-shot prompt, stored at each sample's own index."""
+    module = make_module()
+    module.objective.tau = 0.5
+    images = torch.randn(10, 3, 32, 32)
+    order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # a shuffled loader must still fill the table by index
+    loader = DataLoader(Images(images), batch_size=3, sampler=order)
+    table = module.compute_confidence(loader)
+    clip = module.clip
+    text = clip.encode_text(tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES]), normalize=True)
+    cos = clip.encode_image(images, normalize=True) @ text.T
+    expected = torch.softmax(cos / 0.5, dim=-1).max(dim=-1).values
+    torch.testing.assert_close(table, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
+    from uft.module import UFTModule
+
+    torch.manual_seed(0)
+    module = UFTModule(NAMES, UEO(), model_name="uft-tiny-rn", pretrained=None)
+    module.train()
+    assert not module.clip.training and all(not m.training for m in module.clip.modules())
+    bn = next(m for m in module.clip.visual.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    module.confidence_weights = torch.full((4,), 0.5)
+    loss = module.training_step((torch.randn(4, 3, 32, 32), torch.arange(4)), 0)
+    loss.backward()
+    torch.testing.assert_close(bn.running_mean, before)
+    assert bn.weight.grad is not None and module.prompts.ctx.grad is not None
+
+
+@pytest.mark.parametrize(("tune", "groups"), [("both", ["prompt", "visual_norms"]), ("prompt", ["prompt"]),
+                                              ("visual", ["visual_norms"])])
+def test_only_the_chosen_groups_train(tune, groups):
+    module = make_module(tune=tune, prompt_lr=0.1, visual_lr=0.2)
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads
+    config = module.configure_optimizers()
+    optimizer = config["optimizer"]
+    assert [g["name"] for g in optimizer.param_groups] == groups
+    lrs = {"prompt": 0.1, "visual_norms": 0.2}
+    assert all(g["lr"] == lrs[g["name"]] for g in optimizer.param_groups)
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    assert trainable == {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert config["lr_scheduler"]["scheduler"].T_max == 10

@@ -1,0 +1,3 @@
+from uft.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""The command line: ``uft fit|validate|test|predict`` through LightningCLI."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from uft.callbacks import MetricsJSON, RunCheckpoint
+from uft.data.datamodule import TargetDataModule
+from uft.errors import InputError
+from uft.module import UFTModule
+
+
+class UFTCLI(LightningCLI):
+    """LightningCLI with the known class names passed from the data to the model, never written twice."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
+    """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``. Used by the console script and tests."""
+    return UFTCLI(
+        UFTModule,
+        TargetDataModule,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [RunCheckpoint(), MetricsJSON()]},
+    )
+
+
+def main() -> None:
+    """Console entry point: bad input ends with one line naming the problem, not a traceback."""
+    try:
+        cli_main()
+    except InputError as err:
+        print(f"uft: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,87 @@
+"""Loading a frozen CLIP through open_clip, its text tower on prompt embeddings, and its norm layers.
+
+Backbones are named exactly as open_clip names them: ``model_name`` is an architecture (``ViT-B-16``) or an
+``hf-hub:org/repo`` name; ``pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b88k``), a local
+checkpoint file, or empty for random weights. The tiny architectures in ``uft/model_configs`` are registered with
+open_clip on import, for tests and the demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from uft.errors import InputError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+#: Module types whose affine weight and bias form the "visual norm" parameter group.
+NORM_TYPES = (nn.LayerNorm, _BatchNorm, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """The image preprocessing a CLIP was trained with."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, ImagePreprocess]:
+    """Build a CLIP with open_clip, frozen and in eval mode, and return it with its preprocessing config."""
+    pretrained = pretrained or None
+    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
+        raise InputError(f"pretrained checkpoint file not found: {pretrained}")
+    try:
+        model = open_clip.create_model(model_name, pretrained=pretrained)
+    except RuntimeError as err:  # unknown architecture or tag: open_clip says which
+        raise InputError(f"cannot load CLIP model_name={model_name!r} pretrained={pretrained!r}: {err}") from err
+    for required in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
+        if not hasattr(model, required):
+            raise InputError(f"{model_name}: only CLIP models with open_clip's own text transformer are supported")
+    model.requires_grad_(False)
+    model.eval()
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    return model, ImagePreprocess(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
+
+
+def encode_text_embeddings(clip: nn.Module, embeddings: Tensor, tokens: Tensor) -> Tensor:
+    """Run CLIP's text tower on token embeddings instead of token ids (so learnable context can enter).
+
+    Mirrors open_clip's ``CLIP.encode_text`` after the embedding lookup. ``tokens`` locates the pooling position
+    (the end-of-text token) exactly as the tower would for the same text. Returns unnormalised features.
+    """
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = embeddings.to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    x = clip.ln_final(x)
+    x = open_clip.transformer.text_global_pool(x, tokens, clip.text_pool_type, getattr(clip, "text_eos_id", None))
+    if clip.text_projection is not None:
+        x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
+    return x
+
+
+def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:
+    """The affine weight and bias of every normalisation layer of the image tower, selected by module type."""
+    params = []
+    for module in visual.modules():
+        if isinstance(module, NORM_TYPES):
+            params.extend(p for p in (module.weight, module.bias) if p is not None)
+    return params
+
+
+def tokenize(model_name: str, texts: list[str]) -> Tensor:
+    """Token ids of ``texts`` with open_clip's tokenizer for ``model_name``."""
+    return open_clip.get_tokenizer(model_name)(texts)

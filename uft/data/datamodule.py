@@ -1,0 +1,155 @@
+"""The LightningDataModule that streams unlabeled target images and the labeled evaluation splits."""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from uft.clip import ImagePreprocess
+from uft.data.datasets import EpochSampler, ImageListDataset
+from uft.data.lists import UNLABELED, Sample, holdout_mask, read_class_names, read_list_file, resolve_domain, scan_image_folder
+from uft.data.splits import ClassSplit
+from uft.data.transforms import eval_transform, train_transform
+from uft.errors import InputError
+
+
+class TargetDataModule(LightningDataModule):
+    """Unlabeled target images of one domain, plus labeled evaluation splits.
+
+    Images come from a list file (``relative/path.jpg <label>`` per line, labels optional) or from an ImageFolder
+    tree ``root/domain/<class name>/*``. Without a ``test_list``, a deterministic ``holdout_fraction`` of the images
+    is held out as the labeled ``test`` split; the rest, restricted to ``split.target_classes``, is the unlabeled
+    ``target`` set. Loaders:
+
+    - ``train``: ``(image, index)`` over the target set with the training transform;
+    - ``val``/``test``: the evaluation splits ``test`` and ``target`` as ``(image, label, index)``; ``target`` labels
+      are read by evaluation only, and the split is absent when the target list has no labels;
+    - ``predict`` and the confidence pass: ``(image, index)`` over the target set with the evaluation transform.
+
+    Transforms follow the model's preprocessing config, read from the LightningModule at ``setup``.
+
+    Args:
+        root: image root; images live in ``root/domain`` (or ``root`` when no domain is given).
+        class_names: all class names in class-id order (known classes first), or a text file with one per line.
+        split: which class ids are known, in the target data and in the test data.
+        domain: sub-folder of ``root``; spellings differing in spaces, underscores or case match.
+        train_list: list file of the target images; if unset, the ImageFolder tree is scanned.
+        test_list: list file of the labeled test images; if unset, images are held out from the target pool.
+        holdout_fraction: fraction held out as ``test`` when there is no ``test_list``.
+        holdout_seed: seed of that held-out split.
+        batch_size: training batch size.
+        eval_batch_size: batch size of evaluation, prediction and the confidence pass.
+        num_workers: data-loading worker processes.
+        seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0.
+        crop_scale: scale range of the training RandomResizedCrop.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        class_names: list[str] | str,
+        split: ClassSplit,
+        domain: str | None = None,
+        train_list: str | None = None,
+        test_list: str | None = None,
+        holdout_fraction: float = 0.3,
+        holdout_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        num_workers: int = 2,
+        seed: int | None = None,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+    ) -> None:
+        super().__init__()
+        self.class_names, names_source = read_class_names(class_names)
+        self.split = split
+        target_ids, test_ids = split.resolve(len(self.class_names), names_source)
+        self.image_dir = resolve_domain(root, domain)
+        num_classes = len(self.class_names)
+        if train_list:
+            pool = read_list_file(train_list, self.image_dir, num_classes)
+        else:
+            pool = scan_image_folder(self.image_dir, self.class_names)
+        if test_list:
+            test = read_list_file(test_list, self.image_dir, num_classes)
+        elif all(s.label != UNLABELED for s in pool):
+            held = holdout_mask(pool, holdout_fraction, holdout_seed)
+            test = [s for s, h in zip(pool, held) if h]
+            pool = [s for s, h in zip(pool, held) if not h]
+        else:
+            test = []
+        self.target_labeled = all(s.label != UNLABELED for s in pool)
+        self.target_samples = _restrict(pool, target_ids) if self.target_labeled else pool
+        self.test_samples = _restrict(test, test_ids)
+        if not self.target_samples:
+            where = train_list or self.image_dir
+            raise InputError(f"empty target set: no image of target classes {split.target_classes!r} in {where}")
+        if any(s.label == UNLABELED for s in self.test_samples):
+            raise InputError(f"test list {test_list} must give a label on every line")
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.seed = seed
+        self.crop_scale = crop_scale
+        self.preprocess: ImagePreprocess | None = None
+
+    @property
+    def known_class_names(self) -> list[str]:
+        """Names of the K known classes: what the model is told."""
+        return self.class_names[: self.split.num_known]
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Names of the evaluation splits, in dataloader order."""
+        return [name for name, samples in self._eval_samples().items() if samples]
+
+    def _eval_samples(self) -> dict[str, list[Sample]]:
+        return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.preprocess is None:
+            self.preprocess = self.trainer.lightning_module.preprocess
+        if self.seed is None:
+            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = ImageListDataset(
+            self.target_samples, self.image_dir, train_transform(self.preprocess, self.crop_scale), seed=self.seed
+        )
+        return self._loader(dataset, self.batch_size, EpochSampler(len(dataset), self.seed))
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        transform = eval_transform(self.preprocess)
+        return [
+            self._loader(ImageListDataset(samples, self.image_dir, transform, with_labels=True), self.eval_batch_size)
+            for samples in self._eval_samples().values()
+            if samples
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def unlabeled_target_dataloader(self) -> DataLoader:
+        """The target set with the evaluation transform and without labels: the confidence pass and prediction."""
+        dataset = ImageListDataset(self.target_samples, self.image_dir, eval_transform(self.preprocess))
+        return self._loader(dataset, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.unlabeled_target_dataloader()
+
+
+def _restrict(samples: list[Sample], class_ids: list[int]) -> list[Sample]:
+    keep = set(class_ids)
+    return [s for s in samples if s.label in keep]

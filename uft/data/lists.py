@@ -1,0 +1,124 @@
+"""Reading what the user points the tool at: class-name files, image list files and ImageFolder trees.
+
+Every problem is reported as one :class:`~uft.errors.InputError` naming the file, line or value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from uft.errors import InputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+UNLABELED = -1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path relative to the image directory, and its class id (``UNLABELED`` if unknown)."""
+
+    path: str
+    label: int = UNLABELED
+
+
+def read_class_names(value: list[str] | str) -> tuple[list[str], str]:
+    """Class names from a YAML list, or from a text file with one name per line; returns names and their source."""
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"class-name file not found: {value}")
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        source = str(path)
+    else:
+        names, source = [str(n) for n in value], "class_names"
+    if not names:
+        raise InputError(f"{source} holds no class names")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"{source} repeats class names: {', '.join(duplicated)}")
+    return names, source
+
+
+def _normalise(name: str) -> str:
+    return name.replace("_", "").replace(" ", "").replace("-", "").lower()
+
+
+def resolve_domain(root: str | os.PathLike, domain: str | None) -> Path:
+    """The image directory ``root/domain``; ``Real World``, ``Real_World`` and ``RealWorld`` all match each other."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image root not found: {root}")
+    if not domain:
+        return root
+    exact = root / domain
+    if exact.is_dir():
+        return exact
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    matches = [f for f in folders if _normalise(f) == _normalise(domain)]
+    if len(matches) != 1:
+        raise InputError(f"domain {domain!r} not found under {root}; folders there: {', '.join(folders) or 'none'}")
+    return root / matches[0]
+
+
+def read_list_file(list_file: str | os.PathLike, image_dir: Path, num_classes: int) -> list[Sample]:
+    """Parse a list file of ``relative/path.jpg <int label>`` lines (the label may be absent).
+
+    Paths are relative to ``image_dir``; a relative list-file path is looked up as given, then in ``image_dir``.
+    """
+    path = Path(list_file)
+    if not path.is_file() and (image_dir / path).is_file():
+        path = image_dir / path
+    if not path.is_file():
+        raise InputError(f"list file not found: {list_file}")
+    samples = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        # The path may contain spaces ("Real World/..."): the label, if any, is the last field.
+        head, _, tail = line.strip().rpartition(" ")
+        rel, label = (head.strip(), tail) if head and _is_int(tail) else (line.strip(), None)
+        if label is None and Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{path}:{lineno}: cannot parse {line.strip()!r}: expected 'relative/path.jpg <label>'")
+        if label is not None:
+            label = int(label)
+            if not 0 <= label < num_classes:
+                raise InputError(f"{path}:{lineno}: label {label} is outside the {num_classes} class names")
+        if not (image_dir / rel).is_file():
+            raise InputError(f"{path}:{lineno}: image not found: {image_dir / rel}")
+        samples.append(Sample(rel, UNLABELED if label is None else label))
+    if not samples:
+        raise InputError(f"list file {path} holds no images")
+    return samples
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def scan_image_folder(image_dir: Path, class_names: list[str]) -> list[Sample]:
+    """Images of an ImageFolder tree ``image_dir/<class name>/...``; class ids come from ``class_names`` by name."""
+    ids = {_normalise(name): i for i, name in enumerate(class_names)}
+    samples = []
+    for folder in sorted(p for p in image_dir.iterdir() if p.is_dir()):
+        label = ids.get(_normalise(folder.name))
+        if label is None:
+            raise InputError(f"folder {folder} is not one of the {len(class_names)} class names")
+        for file in sorted(folder.rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(str(file.relative_to(image_dir)), label))
+    if not samples:
+        raise InputError(f"no images found under {image_dir}")
+    return samples
+
+
+def holdout_mask(samples: list[Sample], fraction: float, seed: int) -> list[bool]:
+    """Deterministic held-out split: a sample is held out iff a hash of its path and the seed falls below
+    ``fraction``. It depends on nothing else, so adding images never moves others between splits."""
+    def draw(path: str) -> float:
+        digest = hashlib.sha1(f"{seed}:{path}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    return [draw(s.path) < fraction for s in samples]

@@ -1,0 +1,100 @@
+"""Open-set evaluation metrics as torchmetrics ``Metric``s (correct under several processes by construction).
+
+Under the reference convention the scores passed to ``update`` are the plain cosine similarities between image
+and known-class text features (temperature 1), and the out-of-distribution score is the maximum softmax
+probability (MSP) over them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+METRIC_NAMES = ("pacc", "gacc", "auroc", "fpr95", "hm")
+
+
+def binary_auroc(scores: Tensor, positive: Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney statistic, ties count one half); NaN when a class is absent."""
+    scores = scores.double()
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # Average ranks handle ties exactly: rank of a tie group = mean of the ranks it spans.
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=scores.dtype)
+    unique, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(scores.dtype)
+    mean_rank = ends - (counts.to(scores.dtype) - 1) / 2
+    ranks[order] = mean_rank[inverse]
+    rank_sum = ranks[positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fpr_at_tpr(scores: Tensor, positive: Tensor, tpr: float = 0.95) -> float:
+    """False-positive rate at the highest threshold whose true-positive rate reaches ``tpr``; NaN if undefined."""
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    pos_sorted = torch.sort(scores[positive].double(), descending=True).values
+    # Accept everything scoring >= the k-th best positive score, k the fewest positives that reach the TPR.
+    k = int(torch.ceil(torch.tensor(tpr * n_pos - 1e-9)).item())
+    threshold = pos_sorted[max(k, 1) - 1]
+    return float((scores[~positive].double() >= threshold).sum() / n_neg)
+
+
+class OpenSetMetrics(Metric):
+    """Closed-set accuracy of the known classes and detection of unknown ones, on one evaluation split.
+
+    ``update(logits, labels)`` takes class scores of shape (N, K) over the ``num_known`` known classes (the
+    metric takes the softmax itself) and integer labels, where a label ``>= num_known`` marks an unknown-class
+    sample. ``compute()`` returns floats:
+
+    - ``pacc``: mean over the known classes present of per-class accuracy;
+    - ``gacc``: accuracy over all known-class samples;
+    - ``auroc``: known = positive, score = maximum softmax probability;
+    - ``fpr95``: fraction of unknowns accepted at the threshold that keeps 95% of the knowns;
+    - ``hm``: harmonic mean of ``pacc`` and ``auroc``.
+
+    Detection metrics are NaN when the split holds no unknown (or no known) sample, as in the closed setting.
+
+    Args:
+        num_known: number K of known classes.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_known: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_known = num_known
+        self.add_state("msp", default=[], dist_reduce_fx="cat")
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        if logits.shape[-1] != self.num_known:
+            raise ValueError(f"expected scores over {self.num_known} known classes, got shape {tuple(logits.shape)}")
+        probs = torch.softmax(logits.float(), dim=-1)
+        msp, preds = probs.max(dim=-1)
+        self.msp.append(msp)
+        self.preds.append(preds)
+        self.labels.append(labels.long())
+
+    def compute(self) -> dict[str, float]:
+        msp, preds, labels = dim_zero_cat(self.msp), dim_zero_cat(self.preds), dim_zero_cat(self.labels)
+        known = labels < self.num_known
+        correct = (preds == labels) & known
+        per_class_hits = torch.bincount(labels[known], weights=correct[known].double(), minlength=self.num_known)
+        per_class_count = torch.bincount(labels[known], minlength=self.num_known).double()
+        present = per_class_count > 0
+        pacc = float((per_class_hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
+        gacc = float(correct.sum() / known.sum()) if known.any() else float("nan")
+        auroc = binary_auroc(msp, known)
+        fpr95 = fpr_at_tpr(msp, known, 0.95)
+        hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")
+        return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm}

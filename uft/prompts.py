@@ -1,0 +1,47 @@
+"""CoOp-style learnable prompt context shared across classes (Zhou et al., "Learning to Prompt for
+Vision-Language Models", IJCV 2022)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def class_prompt(context: str, class_name: str) -> str:
+    """The text of one class prompt: ``<context> <class name>.`` with underscores read as spaces."""
+    return f"{context} {class_name.replace('_', ' ')}."
+
+
+class PromptLearner(nn.Module):
+    """Learnable context vectors placed before every class name: ``[SOT] ctx_1 .. ctx_M <class name> . [EOT]``.
+
+    The context is initialised from the token embeddings of ``ctx_init``, so before training each class prompt
+    embeds exactly as the text ``"<ctx_init> <class name>."``, the zero-shot prompt.
+
+    Args:
+        class_names: names of the known classes, in class-id order.
+        tokens_of: the model's tokenizer, ``list[str] -> LongTensor (n, context_length)``.
+        token_embedding: the model's (frozen) token embedding table.
+        ctx_init: the words whose embeddings initialise the context; their token count is the context length M.
+    """
+
+    def __init__(self, class_names: list[str], tokens_of, token_embedding: nn.Embedding, ctx_init: str) -> None:
+        super().__init__()
+        init_tokens = tokens_of([ctx_init])[0]
+        n_ctx = int((init_tokens != 0).sum()) - 2  # minus start- and end-of-text
+        if n_ctx < 1:
+            raise ValueError(f"ctx_init must contain at least one token, got {ctx_init!r}")
+        placeholder = " ".join(["X"] * n_ctx)
+        tokens = tokens_of([class_prompt(placeholder, name) for name in class_names])
+        with torch.no_grad():
+            self.ctx = nn.Parameter(token_embedding(init_tokens[None])[0, 1 : 1 + n_ctx].clone())
+            embedded = token_embedding(tokens)
+        self.n_ctx = n_ctx
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
+
+    def forward(self) -> Tensor:
+        """Prompt embeddings of shape (K, context_length, width)."""
+        ctx = self.ctx.unsqueeze(0).expand(self.prefix.shape[0], -1, -1)
+        return torch.cat([self.prefix, ctx, self.suffix], dim=1)
