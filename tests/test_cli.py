@@ -54,7 +54,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path
     """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
     passes = []
     original = UFTModule.compute_confidence
-    monkeypatch.setattr(UFTModule, "compute_confidence", lambda self, loader: passes.append(1) or original(self, loader))
+    monkeypatch.setattr(
+        UFTModule, "compute_confidence", lambda self, loader: passes.append(1) or original(self, loader)
+    )
 
     full = cli_main(["fit", *demo_args(shapes_dir, tmp_path / "full")])
     assert len(passes) == 1

@@ -50,7 +50,9 @@ OFFICEHOME_TARGETS = {
 
 @pytest.mark.parametrize("setting", sorted(OFFICEHOME_TARGETS))
 def test_officehome_settings(setting, capsys):
-    config = printed_config(["-c", str(FULL), "-c", str(CONFIGS / "setting" / "officehome" / f"{setting}.yaml")], capsys)
+    config = printed_config(
+        ["-c", str(FULL), "-c", str(CONFIGS / "setting" / "officehome" / f"{setting}.yaml")], capsys
+    )
     split = config["data"]["split"]
     assert split["num_known"] == 50
     assert parse_class_ids(split["target_classes"], 65) == OFFICEHOME_TARGETS[setting]

@@ -65,8 +65,9 @@ def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
     assert bn.weight.grad is not None and module.prompts.ctx.grad is not None
 
 
-@pytest.mark.parametrize(("tune", "groups"), [("both", ["prompt", "visual_norms"]), ("prompt", ["prompt"]),
-                                              ("visual", ["visual_norms"])])
+@pytest.mark.parametrize(
+    ("tune", "groups"), [("both", ["prompt", "visual_norms"]), ("prompt", ["prompt"]), ("visual", ["visual_norms"])]
+)
 def test_only_the_chosen_groups_train(tune, groups):
     module = make_module(tune=tune, prompt_lr=0.1, visual_lr=0.2)
     module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads

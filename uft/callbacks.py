@@ -34,7 +34,9 @@ class RunCheckpoint(ModelCheckpoint):
         every_n_epochs: int = 1,
         **kwargs,
     ) -> None:
-        super().__init__(dirpath=dirpath, save_last=save_last, save_top_k=save_top_k, every_n_epochs=every_n_epochs, **kwargs)
+        super().__init__(
+            dirpath=dirpath, save_last=save_last, save_top_k=save_top_k, every_n_epochs=every_n_epochs, **kwargs
+        )
 
     def _default_dir(self, trainer: Trainer) -> None:
         if self.dirpath is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -10,6 +11,9 @@ from uft.callbacks import MetricsJSON, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.errors import InputError
 from uft.module import UFTModule
+
+# The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 class UFTCLI(LightningCLI):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
-import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 

@@ -45,7 +45,7 @@ def fpr_at_tpr(scores: Tensor, positive: Tensor, tpr: float = 0.95) -> float:
     # Accept everything scoring >= the k-th best positive score, k the fewest positives that reach the TPR.
     k = int(torch.ceil(torch.tensor(tpr * n_pos - 1e-9)).item())
     threshold = pos_sorted[max(k, 1) - 1]
-    return float((scores[~positive].double() >= threshold).sum() / n_neg)
+    return float((scores[~positive].double() >= threshold).sum().double() / n_neg)
 
 
 class OpenSetMetrics(Metric):
@@ -93,7 +93,7 @@ class OpenSetMetrics(Metric):
         per_class_count = torch.bincount(labels[known], minlength=self.num_known).double()
         present = per_class_count > 0
         pacc = float((per_class_hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
-        gacc = float(correct.sum() / known.sum()) if known.any() else float("nan")
+        gacc = float(correct.sum().double() / known.sum()) if known.any() else float("nan")
         auroc = binary_auroc(msp, known)
         fpr95 = fpr_at_tpr(msp, known, 0.95)
         hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")

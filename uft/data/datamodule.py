@@ -9,7 +9,15 @@ from torch.utils.data import DataLoader
 
 from uft.clip import ImagePreprocess
 from uft.data.datasets import EpochSampler, ImageListDataset
-from uft.data.lists import UNLABELED, Sample, holdout_mask, read_class_names, read_list_file, resolve_domain, scan_image_folder
+from uft.data.lists import (
+    UNLABELED,
+    Sample,
+    holdout_mask,
+    read_class_names,
+    read_list_file,
+    resolve_domain,
+    scan_image_folder,
+)
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -72,8 +80,12 @@ class TargetDataModule(LightningDataModule):
             pool = read_list_file(train_list, self.image_dir, num_classes)
         else:
             pool = scan_image_folder(self.image_dir, self.class_names)
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise InputError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
         if test_list:
             test = read_list_file(test_list, self.image_dir, num_classes)
+            if any(s.label == UNLABELED for s in test):
+                raise InputError(f"test list {test_list} must give a label on every line")
         elif all(s.label != UNLABELED for s in pool):
             held = holdout_mask(pool, holdout_fraction, holdout_seed)
             test = [s for s, h in zip(pool, held) if h]
@@ -86,8 +98,8 @@ class TargetDataModule(LightningDataModule):
         if not self.target_samples:
             where = train_list or self.image_dir
             raise InputError(f"empty target set: no image of target classes {split.target_classes!r} in {where}")
-        if any(s.label == UNLABELED for s in self.test_samples):
-            raise InputError(f"test list {test_list} must give a label on every line")
+        if test_list and not self.test_samples:
+            raise InputError(f"empty test set: no image of test classes {split.test_classes!r} in {test_list}")
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed = seed
         self.crop_scale = crop_scale

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,8 @@ def read_list_file(list_file: str | os.PathLike, image_dir: Path, num_classes: i
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         # The path may contain spaces ("Real World/..."): the label, if any, is the last field.
-        head, _, tail = line.strip().rpartition(" ")
-        rel, label = (head.strip(), tail) if head and _is_int(tail) else (line.strip(), None)
+        fields = line.strip().rsplit(None, 1)
+        rel, label = (fields[0], fields[1]) if len(fields) == 2 and _is_int(fields[1]) else (line.strip(), None)
         if label is None and Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{path}:{lineno}: cannot parse {line.strip()!r}: expected 'relative/path.jpg <label>'")
         if label is not None:
@@ -95,14 +96,14 @@ def read_list_file(list_file: str | os.PathLike, image_dir: Path, num_classes: i
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
 def scan_image_folder(image_dir: Path, class_names: list[str]) -> list[Sample]:
     """Images of an ImageFolder tree ``image_dir/<class name>/...``; class ids come from ``class_names`` by name."""
     ids = {_normalise(name): i for i, name in enumerate(class_names)}
     samples = []
-    for folder in sorted(p for p in image_dir.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = ids.get(_normalise(folder.name))
         if label is None:
             raise InputError(f"folder {folder} is not one of the {len(class_names)} class names")
@@ -117,6 +118,7 @@ def scan_image_folder(image_dir: Path, class_names: list[str]) -> list[Sample]:
 def holdout_mask(samples: list[Sample], fraction: float, seed: int) -> list[bool]:
     """Deterministic held-out split: a sample is held out iff a hash of its path and the seed falls below
     ``fraction``. It depends on nothing else, so adding images never moves others between splits."""
+
     def draw(path: str) -> float:
         digest = hashlib.sha1(f"{seed}:{path}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
