@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from uft.cli import cli_main
+from uft.errors import InputError
 from uft.metrics import METRIC_NAMES
-from uft.module import CONFIDENCE_KEY, UFTModule
+from uft.module import TABLE_KEY, UFTModule
 
 from .conftest import demo_args
 
@@ -38,25 +39,36 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
     trained = {n for n, p in fit.model.named_parameters() if p.requires_grad}
     assert set(state["state_dict"]) == trained and "prompts.ctx" in trained
     assert not any(k.startswith("clip.transformer") or k == "clip.token_embedding.weight" for k in state["state_dict"])
-    assert state[CONFIDENCE_KEY].shape == (len(fit.datamodule.target_samples),)
+    assert state[TABLE_KEY].shape == (len(fit.datamodule.target_samples),)
     assert state["hyper_parameters"]["model_name"] == "uft-tiny-vit"
     # The trained parameters moved away from their zero-shot values.
     assert not torch.equal(state["state_dict"]["prompts.ctx"], zero_shot.model.prompts.ctx.detach())
 
-    again = cli_main(["validate", *demo_args(shapes_dir, tmp_path), f"--ckpt_path={ckpt}"])
-    reloaded = metrics_of(again)
-    for split in ("test", "target"):
-        for name in METRIC_NAMES:
-            assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (split, name)
+    for command in ("validate", "test"):
+        again = cli_main([command, *demo_args(shapes_dir, tmp_path), f"--ckpt_path={ckpt}"])
+        reloaded = metrics_of(again)
+        for split in ("test", "target"):
+            for name in METRIC_NAMES:
+                assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (command, split, name)
+
+
+def test_checkpoint_rebuilds_its_model_and_another_architecture_is_refused(shapes_dir, tmp_path):
+    """The CLI rebuilds the module from the checkpoint's hyper-parameters; a module of another architecture
+    refuses the checkpoint's parameters instead of silently ignoring them."""
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path), "--trainer.max_epochs=1"])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    args = [*demo_args(shapes_dir, tmp_path), "--model.model_name=uft-tiny-rn", f"--ckpt_path={ckpt}"]
+    assert cli_main(["validate", *args]).model.hparams.model_name == "uft-tiny-vit"
+    other = UFTModule(["a", "b"], objective=None, model_name="uft-tiny-rn", pretrained=None)
+    with pytest.raises(InputError, match="another model_name"):
+        other.on_load_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=False))
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch):
     """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
     passes = []
-    original = UFTModule.compute_confidence
-    monkeypatch.setattr(
-        UFTModule, "compute_confidence", lambda self, loader: passes.append(1) or original(self, loader)
-    )
+    original = UFTModule.zero_shot_cosine
+    monkeypatch.setattr(UFTModule, "zero_shot_cosine", lambda self, loader: passes.append(1) or original(self, loader))
 
     full = cli_main(["fit", *demo_args(shapes_dir, tmp_path / "full")])
     assert len(passes) == 1

@@ -41,7 +41,7 @@ def test_confidence_pass_matches_zero_shot_by_index():
     images = torch.randn(10, 3, 32, 32)
     order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # a shuffled loader must still fill the table by index
     loader = DataLoader(Images(images), batch_size=3, sampler=order)
-    table = module.compute_confidence(loader)
+    table = module.objective.prepare(module.zero_shot_cosine(loader))
     clip = module.clip
     text = clip.encode_text(tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES]), normalize=True)
     cos = clip.encode_image(images, normalize=True) @ text.T
@@ -58,7 +58,7 @@ def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
     assert not module.clip.training and all(not m.training for m in module.clip.modules())
     bn = next(m for m in module.clip.visual.modules() if isinstance(m, nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    module.confidence_weights = torch.full((4,), 0.5)
+    module.target_table = torch.full((4,), 0.5)
     loss = module.training_step((torch.randn(4, 3, 32, 32), torch.arange(4)), 0)
     loss.backward()
     torch.testing.assert_close(bn.running_mean, before)

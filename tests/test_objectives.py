@@ -64,7 +64,7 @@ def test_ueo_is_module():
     """UEO is an nn.Module and asks for a confidence table."""
     loss = UEO(trade=1.0)
     assert isinstance(loss, nn.Module)
-    assert loss.needs_confidence
+    assert loss.needs_table
 
 
 @pytest.mark.parametrize("trade", TRADES)

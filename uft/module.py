@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
@@ -16,7 +17,7 @@ from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
 from uft.prompts import PromptLearner
 
-CONFIDENCE_KEY = "uft_confidence_weights"
+TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
 EVAL_SPLITS = ("test", "target")
 
 
@@ -29,7 +30,7 @@ class UFTModule(LightningModule):
 
     Args:
         class_names: names of the K known classes (linked from the data module).
-        objective: the unsupervised loss, e.g. ``uft.objectives.UEO``.
+        objective: the unsupervised loss, e.g. ``uft.objectives.UEO``; none for a zero-shot model (no ``fit``).
         model_name: open_clip architecture (``ViT-B-16``) or ``hf-hub:org/repo`` name.
         pretrained: open_clip pretrained tag (``openai``), local checkpoint file, or empty for random weights.
         ctx_init: words whose embeddings initialise the prompt context (their count is the context length).
@@ -39,12 +40,14 @@ class UFTModule(LightningModule):
         visual_lr: learning rate of the visual norm affines.
         optimizer: optimiser class and arguments; receives the two parameter groups with their learning rates.
         scheduler: learning-rate scheduler stepped every iteration; default cosine annealing over the whole run.
+        zero_shot_templates: evaluate with fixed class texts averaged over these templates (``"a photo of a {}."``)
+            instead of the prompt context: the template-ensemble zero-shot baseline (evaluation only).
     """
 
     def __init__(
         self,
         class_names: list[str],
-        objective: Objective,
+        objective: Objective | None = None,
         model_name: str = "ViT-B-16",
         pretrained: str | None = "openai",
         ctx_init: str = "a photo of a",
@@ -54,6 +57,7 @@ class UFTModule(LightningModule):
         visual_lr: float = 1e-4,
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
+        zero_shot_templates: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])
@@ -69,7 +73,7 @@ class UFTModule(LightningModule):
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
         self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in EVAL_SPLITS})
-        self.confidence_weights: Tensor | None = None
+        self.target_table: Tensor | None = None
         self._eval_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
@@ -93,37 +97,57 @@ class UFTModule(LightningModule):
         return self
 
     # ---------------------------------------------------------------- training
-    def on_train_start(self) -> None:
-        if not self.objective.needs_confidence:
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
             return
-        loader = self.trainer.datamodule.unlabeled_target_dataloader()
-        if self.confidence_weights is None:
-            self.confidence_weights = self.compute_confidence(loader)
-        elif len(self.confidence_weights) != len(loader.dataset):
+        if self.objective is None:
+            raise InputError("model.objective is not set: this config is for `uft validate`/`uft test` only")
+        if self.hparams.zero_shot_templates:
+            raise InputError("model.zero_shot_templates is an evaluation-only option: remove it to train")
+        if self.objective.uses_labels:
+            datamodule = self.trainer.datamodule
+            if not datamodule.target_labeled:
+                raise InputError(
+                    f"{type(self.objective).__name__} reads the labels of the target data, which has none: it is an "
+                    "oracle for analysis and cannot run on unlabeled data"
+                )
+            rank_zero_warn(
+                f"{type(self.objective).__name__} is an ORACLE: it reads the target labels (analysis upper bound)"
+            )
+
+    def on_train_start(self) -> None:
+        if not self.objective.needs_table:
+            return
+        datamodule = self.trainer.datamodule
+        loader = datamodule.unlabeled_target_dataloader()
+        if self.target_table is None:
+            labels = datamodule.target_labels() if self.objective.uses_labels else None
+            self.target_table = self.objective.prepare(self.zero_shot_cosine(loader), labels)
+        elif len(self.target_table) != len(loader.dataset):
             raise InputError(
-                f"the checkpoint's confidence table covers {len(self.confidence_weights)} target images but the "
+                f"the checkpoint's per-sample table covers {len(self.target_table)} target images but the "
                 f"target set now has {len(loader.dataset)}: resume with the data the run started with"
             )
-        self.confidence_weights = self.confidence_weights.to(self.device)
+        self.target_table = self.target_table.to(self.device)
 
     @torch.no_grad()
-    def compute_confidence(self, loader) -> Tensor:
-        """One pass over the target set with the current (zero-shot) weights; confidences stored by sample index."""
+    def zero_shot_cosine(self, loader) -> Tensor:
+        """One pass over the target set with the current (zero-shot) weights: cosine similarities (N, K), each row
+        at its sample index."""
         was_training = self.training
         self.eval()
         text = self.text_features()
-        table = torch.zeros(len(loader.dataset), device=self.device)
+        cosine = torch.zeros(len(loader.dataset), text.shape[0], device=self.device)
         for images, index in loader:
-            cosine = self.cosine(images.to(self.device), text)
-            table[index.to(self.device)] = self.objective.confidence(cosine).float()
+            cosine[index.to(self.device)] = self.cosine(images.to(self.device), text).float()
         self.train(was_training)
-        return table
+        return cosine
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, index = batch
-        logits = self.hparams.logit_scale * self.cosine(images)
-        weights = self.confidence_weights[index] if self.objective.needs_confidence else None
-        loss = self.objective(logits, weights)
+        cosine = self.cosine(images)
+        table = self.target_table[index] if self.objective.needs_table else None
+        loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
@@ -145,9 +169,20 @@ class UFTModule(LightningModule):
     def _split_name(self, dataloader_idx: int) -> str:
         return self.trainer.datamodule.eval_splits[dataloader_idx]
 
+    @torch.no_grad()
+    def template_features(self, templates: list[str]) -> Tensor:
+        """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space."""
+        names = [name.replace("_", " ") for name in self.hparams.class_names]
+        per_template = [
+            self.clip.encode_text(tokenize(self.hparams.model_name, [t.format(n) for n in names]).to(self.device))
+            for t in templates
+        ]
+        return F.normalize(torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(dim=0), dim=-1)
+
     def _eval_start(self) -> None:
+        templates = self.hparams.zero_shot_templates
         with torch.no_grad():
-            self._eval_text = self.text_features()
+            self._eval_text = self.template_features(templates) if templates else self.text_features()
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, labels, _ = batch
@@ -192,9 +227,14 @@ class UFTModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trained = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
-        if self.confidence_weights is not None:
-            checkpoint[CONFIDENCE_KEY] = self.confidence_weights.cpu()
+        if self.target_table is not None:
+            checkpoint[TABLE_KEY] = self.target_table.cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        weights = checkpoint.get(CONFIDENCE_KEY)
-        self.confidence_weights = None if weights is None else weights.to(self.device)
+        unexpected = sorted(set(checkpoint["state_dict"]) - set(self.state_dict()))
+        if unexpected:
+            raise InputError(
+                f"the checkpoint holds parameters this model does not have ({', '.join(unexpected[:3])}, ...): "
+                f"was it trained with another model_name?"
+            )
+        self.target_table = checkpoint.get(TABLE_KEY)

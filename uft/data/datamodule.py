@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
+import torch
 from lightning.pytorch import LightningDataModule
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from uft.clip import ImagePreprocess
@@ -114,6 +116,12 @@ class TargetDataModule(LightningDataModule):
     def eval_splits(self) -> list[str]:
         """Names of the evaluation splits, in dataloader order."""
         return [name for name, samples in self._eval_samples().items() if samples]
+
+    def target_labels(self) -> Tensor:
+        """Labels of the target set by sample index. Read by evaluation and by oracle objectives only."""
+        if not self.target_labeled:
+            raise InputError("the target data has no labels")
+        return torch.tensor([s.label for s in self.target_samples])
 
     def _eval_samples(self) -> dict[str, list[Sample]]:
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}

@@ -1,12 +1,12 @@
 """Unsupervised objectives: plain ``nn.Module`` losses over class logits, no Lightning imports.
 
-Every objective takes ``logits`` of shape (N, K), already multiplied by the logit scale, plus the per-sample
-confidence ``weights`` of shape (N,) that the module looks up by sample index, and returns a scalar loss.
-Objectives that need a confidence table set ``needs_confidence`` and say how a confidence is computed from the
-zero-shot cosine similarities in :meth:`Objective.confidence`.
+Each is chosen in YAML by ``class_path`` (``uft.objectives.UEO``) with its ``init_args``; see
+:class:`~uft.objectives.base.Objective` for the interface.
 """
 
 from uft.objectives.base import Objective
-from uft.objectives.entropy import UEO, entropy
+from uft.objectives.entropy import ENT, IM, UEO, UEOOracle, entropy
+from uft.objectives.pseudo_label import UPL
+from uft.objectives.transport import POUF
 
-__all__ = ["UEO", "Objective", "entropy"]
+__all__ = ["ENT", "IM", "POUF", "UEO", "UPL", "Objective", "UEOOracle", "entropy"]

@@ -6,18 +6,24 @@ from torch import Tensor, nn
 
 
 class Objective(nn.Module):
-    """Base class of an unsupervised objective.
+    """Base class of an unsupervised objective: ``forward(logits, table, cosine)`` returns a scalar loss.
 
-    Subclasses implement ``forward(logits, weights)``. ``needs_confidence`` tells the module to run the one-off
-    confidence pass over the unlabeled target set before the first training step; the table it builds is passed
-    back, per batch, as ``weights``. Objectives that do not need it receive ``None``.
+    - ``logits`` (N, K): cosine similarities multiplied by the module's logit scale;
+    - ``cosine`` (N, K): the plain cosine similarities (for objectives that use them as costs);
+    - ``table`` (N,): this batch's rows of a per-sample table that :meth:`prepare` built once, before the first
+      training step, from the zero-shot cosine similarities of the whole target set (confidence weights,
+      pseudo-labels, ...). Only objectives with ``needs_table`` get one; it is saved with checkpoints.
+
+    ``uses_labels`` marks analysis objectives (oracles) whose table is built from the target labels: the module
+    refuses to train them on unlabeled data and says in the log that they read labels.
     """
 
-    needs_confidence: bool = False
+    needs_table: bool = False
+    uses_labels: bool = False
 
-    def confidence(self, cosine: Tensor) -> Tensor:
-        """Per-sample confidence from zero-shot cosine similarities of shape (N, K); returns shape (N,)."""
-        raise NotImplementedError(f"{type(self).__name__} does not use a confidence table")
+    def prepare(self, cosine: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The per-sample table from zero-shot cosine similarities (N, K) of the target set; shape (N,)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use a per-sample table")
 
-    def forward(self, logits: Tensor, weights: Tensor | None = None) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    def forward(self, logits: Tensor, table: Tensor | None = None, cosine: Tensor | None = None) -> Tensor:
+        raise NotImplementedError  # pragma: no cover - interface
