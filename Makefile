@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo lint format bench clean
+.PHONY: help install test test-fast demo compare lint format clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ test: $(STAMP)  ## Run the whole test suite (what CI runs)
 test-fast: $(STAMP)  ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: $(STAMP)  ## Zero-shot, then UEO, on the embedded demo data; prints metrics before and after
+demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the embedded demo data; prints one table
 	$(PY) -m uft.demo
+
+compare: $(STAMP)  ## Every method config on the demo data: runs/compare/comparison.{md,csv}
+	$(PY) -m uft.compare -c configs/demo.yaml --out runs/compare --methods configs/method/*.yaml
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check uft tests

@@ -81,3 +81,13 @@ def test_only_the_chosen_groups_train(tune, groups):
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0
     assert config["lr_scheduler"]["interval"] == "step"
     assert config["lr_scheduler"]["scheduler"].T_max == 10
+
+
+def test_single_template_ensemble_equals_the_initial_prompt():
+    """The template-ensemble zero-shot with the one template 'a photo of a {}.' is the prompt at initialisation."""
+    module = make_module()
+    with torch.no_grad():
+        torch.testing.assert_close(module.template_features(["a photo of a {}."]), module.text_features())
+        assert not torch.allclose(
+            module.template_features(["a sketch of a {}.", "art of the {}."]), module.text_features()
+        )

@@ -5,8 +5,8 @@ Each is chosen in YAML by ``class_path`` (``uft.objectives.UEO``) with its ``ini
 """
 
 from uft.objectives.base import Objective
-from uft.objectives.entropy import ENT, IM, UEO, UEOOracle, entropy
+from uft.objectives.entropy import ENT, IM, UEO, UEOOracle
 from uft.objectives.pseudo_label import UPL
 from uft.objectives.transport import POUF
 
-__all__ = ["ENT", "IM", "POUF", "UEO", "UPL", "Objective", "UEOOracle", "entropy"]
+__all__ = ["ENT", "IM", "POUF", "UEO", "UPL", "Objective", "UEOOracle"]

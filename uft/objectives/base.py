@@ -10,9 +10,10 @@ class Objective(nn.Module):
 
     - ``logits`` (N, K): cosine similarities multiplied by the module's logit scale;
     - ``cosine`` (N, K): the plain cosine similarities (for objectives that use them as costs);
-    - ``table`` (N,): this batch's rows of a per-sample table that :meth:`prepare` built once, before the first
-      training step, from the zero-shot cosine similarities of the whole target set (confidence weights,
-      pseudo-labels, ...). Only objectives with ``needs_table`` get one; it is saved with checkpoints.
+    - ``table`` (N,), the second positional argument (UEO's public API calls it ``weights``): this batch's
+      rows of a per-sample table that :meth:`prepare` built once, before the first training step, from the
+      zero-shot cosine similarities of the whole target set (confidence weights, pseudo-labels, ...). Only
+      objectives with ``needs_table`` get one; it is saved with checkpoints.
 
     ``uses_labels`` marks analysis objectives (oracles) whose table is built from the target labels: the module
     refuses to train them on unlabeled data and says in the log that they read labels.

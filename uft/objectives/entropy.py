@@ -103,4 +103,5 @@ class UEOOracle(UEO):
         if labels is None:
             raise ValueError("UEOOracle reads the target labels; none were given")
         known = labels.to(cosine.device) < cosine.shape[1]
-        return torch.where(known, 1.0, self.unknown_weight).to(cosine.dtype)
+        ones = torch.ones(known.shape, dtype=cosine.dtype, device=cosine.device)
+        return torch.where(known, ones, ones * self.unknown_weight)

@@ -1,0 +1,117 @@
+"""Comparison runner: several methods on one data config, with the same seed and budget, in one table.
+
+Each method config is an overlay (``configs/method/*.yaml``) added to the base config(s). A method without an
+objective (zero-shot) is evaluated with ``uft test``; every other one is trained with ``uft fit`` and then its last
+checkpoint is evaluated with ``uft test``, so each row holds the final model's metrics, never the best epoch's.
+Zero-shot rows come first. Writes ``comparison.md`` and ``comparison.csv`` into ``--out``::
+
+    python -m uft.compare -c configs/demo.yaml --out runs/compare \\
+        --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/ent.yaml
+
+Arguments it does not know (``--trainer.max_epochs=5``) are passed to every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from uft.cli import cli_main
+from uft.metrics import METRIC_NAMES
+
+SPLITS = ("test", "target")
+
+
+@dataclass
+class Row:
+    """One method's final metrics: split -> metric -> value (None where undefined)."""
+
+    method: str
+    uses_labels: bool
+    metrics: dict[str, dict[str, float | None]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} (oracle: uses labels)" if self.uses_labels else self.method
+
+
+def is_zero_shot(method_config: Path) -> bool:
+    """A method overlay that sets no objective (``model.objective: null``) is evaluated without training."""
+    model = (yaml.safe_load(method_config.read_text()) or {}).get("model") or {}
+    return "objective" in model and model["objective"] is None
+
+
+def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Row:
+    """Train (unless zero-shot) and test one method; its logs and checkpoints go to ``out/<method name>``."""
+    root = out / method.stem
+    configs = [arg for config in [*base, str(method)] for arg in ("-c", config)]
+    common = [*configs, f"--trainer.default_root_dir={root}", *extra]
+    ckpt = []
+    if not is_zero_shot(method):
+        cli_main(["fit", *common])
+        ckpt = [f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}"]
+    tested = cli_main(["test", *common, *ckpt])
+    metrics = json.loads((Path(tested.trainer.log_dir) / "metrics.json").read_text())
+    objective = tested.model.objective
+    return Row(method.stem, bool(objective is not None and objective.uses_labels), metrics)
+
+
+def columns() -> list[tuple[str, str]]:
+    return [(split, metric) for split in SPLITS for metric in METRIC_NAMES]
+
+
+def _cell(row: Row, split: str, metric: str) -> str:
+    value = row.metrics.get(split, {}).get(metric)
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """Metrics in percent, one row per method; FPR95 is better when lower, every other column when higher."""
+    head = ["method", *(f"{split} {metric.upper()}" for split, metric in columns())]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.label, *(_cell(row, split, metric) for split, metric in columns())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    """Wide CSV with raw fractions in [0, 1]; empty where undefined."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
+        for row in rows:
+            values = [row.metrics.get(split, {}).get(metric) for split, metric in columns()]
+            writer.writerow([row.method, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
+
+
+def compare(base: list[str], methods: list[Path], out: Path, extra: list[str]) -> list[Row]:
+    """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``."""
+    missing = [str(p) for p in [*map(Path, base), *methods] if not p.is_file()]
+    if missing:
+        raise SystemExit(f"uft compare: config not found: {', '.join(missing)}")
+    ordered = sorted(methods, key=lambda m: not is_zero_shot(m))
+    rows = [run_method(base, method, out, extra) for method in ordered]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(markdown_table(rows) + "\n")
+    write_csv(rows, out / "comparison.csv")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", action="append", required=True, help="base config (repeatable)")
+    parser.add_argument("--methods", nargs="+", type=Path, required=True, help="method overlays, one row each")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and tables")
+    args, extra = parser.parse_known_args(argv)
+    rows = compare(args.config, args.methods, args.out, extra)
+    print(f"\n{markdown_table(rows)}\n\nwritten: {args.out / 'comparison.md'}, {args.out / 'comparison.csv'}")
+
+
+if __name__ == "__main__":
+    main()
