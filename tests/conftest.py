@@ -24,17 +24,14 @@ def shapes_dir(tmp_path_factory) -> Path:
 
 
 def demo_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
-    """CLI arguments for a short run of the demo config on ``data``, logging into ``root_dir``."""
+    """CLI arguments for a short run of the tiny test config on ``data``, logging into ``root_dir``."""
     return [
         "-c",
-        str(ROOT / "configs" / "demo.yaml"),
+        str(ROOT / "tests" / "tiny.yaml"),
         f"--data.root={data}",
         f"--data.class_names={data / 'classes.txt'}",
         f"--data.train_list={data / 'target.txt'}",
         f"--data.test_list={data / 'test.txt'}",
-        "--data.batch_size=16",
         f"--trainer.default_root_dir={root_dir}",
-        "--trainer.max_epochs=2",
-        "--trainer.enable_model_summary=false",
         *extra,
     ]

@@ -88,7 +88,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path
 
 def test_print_config_shows_linked_and_chosen_components(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", "-c", "configs/demo.yaml", "--print_config"])
+        cli_main(["fit", "-c", "tests/tiny.yaml", "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "class_path: uft.objectives.UEO" in out and "model_name: uft-tiny-vit" in out

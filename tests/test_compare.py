@@ -16,6 +16,9 @@ from .conftest import ROOT, demo_args
 METHODS = sorted((ROOT / "configs" / "method").glob("*.yaml"))
 
 
+BASE = str(ROOT / "tests" / "tiny.yaml")
+
+
 def overrides(data: Path) -> list[str]:
     """demo_args without the config and root dir: what the runner passes to every run."""
     return [a for a in demo_args(data, Path("unused"))[2:] if not a.startswith("--trainer.default_root_dir")]
@@ -24,7 +27,7 @@ def overrides(data: Path) -> list[str]:
 @pytest.mark.slow
 def test_runner_runs_every_method_config_and_writes_tables(shapes_dir, tmp_path):
     extra = [*overrides(shapes_dir), "--trainer.max_epochs=1"]
-    rows = compare([str(ROOT / "configs" / "demo.yaml")], METHODS, tmp_path, extra)
+    rows = compare([BASE], METHODS, tmp_path, extra)
     names = [r.method for r in rows]
     assert sorted(names) == sorted(m.stem for m in METHODS)
     assert names[:2] == ["zeroshot", "zeroshot_ensemble"]  # zero-shot rows first
@@ -47,9 +50,7 @@ def test_trained_rows_differ_from_zero_shot(shapes_dir, tmp_path):
     """The runner's trained row is the trained model's (its test metrics are not the zero-shot ones)."""
     method_dir = ROOT / "configs" / "method"
     extra = [*overrides(shapes_dir), "--model.prompt_lr=0.5", "--model.visual_lr=0.5"]
-    rows = compare(
-        [str(ROOT / "configs" / "demo.yaml")], [method_dir / "ent.yaml", method_dir / "zeroshot.yaml"], tmp_path, extra
-    )
+    rows = compare([BASE], [method_dir / "ent.yaml", method_dir / "zeroshot.yaml"], tmp_path, extra)
     assert rows[0].metrics != rows[1].metrics
 
 

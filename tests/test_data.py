@@ -27,7 +27,8 @@ from uft.data.splits import ClassSplit, parse_class_ids
 from uft.data.synthetic import SHAPES, make_shapes
 from uft.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, demo_args
+
 PRE = ImagePreprocess(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 OFFICE_HOME = [f"class_{i:02d}" for i in range(65)]
 
@@ -484,36 +485,36 @@ def test_eval_and_unlabeled_loaders(dm):
 # --- bad input through the CLI ------------------------------------------------------------------------------------
 
 
-def _write_list(tmp_path: Path, name: str, lineno: int, line: str) -> Path:
-    """A copy of the demo target list with line ``lineno`` replaced by ``line``."""
-    lines = (ROOT / "data" / "demo" / "target.txt").read_text().splitlines()
+def _write_list(tmp_path: Path, name: str, lineno: int, line: str, data: Path) -> Path:
+    """A copy of the shapes target list with line ``lineno`` replaced by ``line``."""
+    lines = (data / "target.txt").read_text().splitlines()
     lines[lineno - 1] = line
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _case_missing_root(tmp_path):
+def _case_missing_root(tmp_path, data):
     root = tmp_path / "no_such_root"
     return [f"--data.root={root}"], ["image root not found", str(root)]
 
 
-def _case_unparsable_line(tmp_path):
-    listing = _write_list(tmp_path, "bad.txt", 3, "images/circle/target_002.png zero")
+def _case_unparsable_line(tmp_path, data):
+    listing = _write_list(tmp_path, "bad.txt", 3, "images/circle/target_002.png zero", data)
     return [f"--data.train_list={listing}"], [f"{listing}:3:", "cannot parse"]
 
 
-def _case_label_out_of_range(tmp_path):
-    listing = _write_list(tmp_path, "label.txt", 2, "images/circle/target_001.png 8")
+def _case_label_out_of_range(tmp_path, data):
+    listing = _write_list(tmp_path, "label.txt", 2, "images/circle/target_001.png 8", data)
     return [f"--data.train_list={listing}"], [f"{listing}:2:", "label 8"]
 
 
-def _case_num_known_too_large(tmp_path):
+def _case_num_known_too_large(tmp_path, data):
     return ["--data.split.num_known=9"], ["split.num_known=9", "classes.txt", "8 classes"]
 
 
-def _case_empty_target_set(tmp_path):
-    lines = [line for line in (ROOT / "data/demo/target.txt").read_text().splitlines() if line.endswith(" 0")]
+def _case_empty_target_set(tmp_path, data):
+    lines = [line for line in (data / "target.txt").read_text().splitlines() if line.endswith(" 0")]
     listing = tmp_path / "circles.txt"
     listing.write_text("\n".join(lines) + "\n")
     return [f"--data.train_list={listing}", "--data.split.target_classes=5-6"], ["empty target set", "5-6"]
@@ -531,11 +532,10 @@ def _case_empty_target_set(tmp_path):
     ],
     ids=lambda f: f.__name__[len("_case_") :],
 )
-def test_cli_bad_input(tmp_path, case):
+def test_cli_bad_input(tmp_path, case, shapes_dir):
     """`uft fit` on bad input exits 2 with one 'uft: error:' line naming the problem, no traceback, no checkpoint."""
-    extra, fragments = case(tmp_path)
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "uft", "fit", "-c", "configs/demo.yaml", f"--trainer.default_root_dir={run_dir}"]
+    extra, fragments = case(tmp_path, shapes_dir)
+    cmd = [sys.executable, "-m", "uft", "fit", *demo_args(shapes_dir, tmp_path / "run")]
     proc = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("uft: error:")]

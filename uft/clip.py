@@ -8,6 +8,7 @@ open_clip on import, for tests and the demo.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,14 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Image
             raise InputError(f"{model_name}: only CLIP models with open_clip's own text transformer are supported")
     model.requires_grad_(False)
     model.eval()
+    return model, preprocess_of(model)
+
+
+def preprocess_of(model: nn.Module) -> ImagePreprocess:
+    """The preprocessing config open_clip attached to a model it created."""
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-    return model, ImagePreprocess(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    return ImagePreprocess(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
 def _looks_like_path(value: str) -> bool:
@@ -81,6 +87,12 @@ def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+@functools.lru_cache(maxsize=8)
+def tokenizer_of(model_name: str):
+    """open_clip's tokenizer for ``model_name``, built once (building one reads its whole vocabulary)."""
+    return open_clip.get_tokenizer(model_name)
+
+
 def tokenize(model_name: str, texts: list[str]) -> Tensor:
     """Token ids of ``texts`` with open_clip's tokenizer for ``model_name``."""
-    return open_clip.get_tokenizer(model_name)(texts)
+    return tokenizer_of(model_name)(texts)

@@ -20,6 +20,7 @@ from uft.data.lists import (
     resolve_domain,
     scan_image_folder,
 )
+from uft.data.recipes import DataRecipe
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -54,6 +55,8 @@ class TargetDataModule(LightningDataModule):
         num_workers: data-loading worker processes.
         seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0.
         crop_scale: scale range of the training RandomResizedCrop.
+        recipe: makes the data into ``root`` when the folder is missing (e.g. ``uft.world.WorldBenchmark``); list
+            and class-name paths are then usually inside ``root``.
     """
 
     def __init__(
@@ -71,8 +74,11 @@ class TargetDataModule(LightningDataModule):
         num_workers: int = 2,
         seed: int | None = None,
         crop_scale: tuple[float, float] = (0.5, 1.0),
+        recipe: DataRecipe | None = None,
     ) -> None:
         super().__init__()
+        if recipe is not None:
+            recipe.ensure(root)
         self.class_names, names_source = read_class_names(class_names)
         self.split = split
         target_ids, test_ids = split.resolve(len(self.class_names), names_source)
