@@ -23,8 +23,7 @@ import yaml
 
 from uft.cli import cli_main
 from uft.metrics import METRIC_NAMES
-
-SPLITS = ("test", "target")
+from uft.module import EVAL_SPLITS
 
 
 @dataclass
@@ -62,7 +61,7 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Ro
 
 
 def columns() -> list[tuple[str, str]]:
-    return [(split, metric) for split in SPLITS for metric in METRIC_NAMES]
+    return [(split, metric) for split in EVAL_SPLITS for metric in METRIC_NAMES]
 
 
 def _cell(row: Row, split: str, metric: str) -> str:
