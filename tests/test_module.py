@@ -91,3 +91,17 @@ def test_single_template_ensemble_equals_the_initial_prompt():
         assert not torch.allclose(
             module.template_features(["a sketch of a {}.", "art of the {}."]), module.text_features()
         )
+
+
+def test_frozen_context_encodes_class_texts_once():
+    """With tune=visual the class features are computed once, and equal the zero-shot ones."""
+    module = make_module(tune="visual")
+    module.target_table = torch.full((4,), 0.5)
+    calls = []
+    original = module.text_features
+    module.text_features = lambda: calls.append(1) or original()
+    for _ in range(3):
+        module.training_step((torch.randn(4, 3, 32, 32), torch.arange(4)), 0).backward()
+    assert len(calls) == 1
+    torch.testing.assert_close(module._frozen_text, original())
+    assert module.visual_norms[0].grad is not None and module.prompts.ctx.grad is None

@@ -75,6 +75,7 @@ class UFTModule(LightningModule):
         self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in EVAL_SPLITS})
         self.target_table: Tensor | None = None
         self._eval_text: Tensor | None = None
+        self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
 
@@ -145,7 +146,14 @@ class UFTModule(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, index = batch
-        cosine = self.cosine(images)
+        if self.prompts.ctx.requires_grad:
+            text = None  # recomputed every step: gradients flow to the context
+        else:  # the context is frozen (tune: visual): the class features never change, encode them once
+            if self._frozen_text is None:
+                with torch.no_grad():
+                    self._frozen_text = self.text_features()
+            text = self._frozen_text
+        cosine = self.cosine(images, text)
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
