@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo compare lint format clean
+.PHONY: help install test test-fast demo compare sweep reproduce-world lint format clean
 
 help:  ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,18 @@ test: $(STAMP)  ## Run the whole test suite (what CI runs)
 test-fast: $(STAMP)  ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the embedded demo data; prints one table
+demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the world benchmark (about 3 min); prints one table
 	$(PY) -m uft.demo
 
-compare: $(STAMP)  ## Every method config on the demo data: runs/compare/comparison.{md,csv}
+compare: $(STAMP)  ## Every method config on the demo config: runs/compare/comparison.{md,csv}
 	$(PY) -m uft.compare -c configs/demo.yaml --out runs/compare --methods configs/method/*.yaml
+
+sweep: $(STAMP)  ## docs/demo.md's table: 4 settings x 3 seeds x zero-shot/UEO/IM/ENT (about 20 min)
+	$(PY) bench/world_sweep.py --out runs/world-sweep
+
+reproduce-world: $(STAMP)  ## Pretrain the world CLIP again from seed 0 (about 22 min) and check it against the shipped one
+	rm -f build/world/reproduced.pt build/world/reproduced.json
+	$(PY) -m uft.pretrain --out build/world/reproduced.pt --reference data/world/uft-world-vit.json
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check uft tests
@@ -42,5 +49,5 @@ format: $(STAMP)  ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix uft tests
 	$(PY) -m ruff format uft tests
 
-clean:  ## Remove run outputs (runs/), keep .venv
+clean:  ## Remove run outputs (runs/) and rendered data (build/), keep .venv
 	rm -rf runs build .pytest_cache

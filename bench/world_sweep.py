@@ -1,10 +1,10 @@
 """The demo world across settings and seeds: zero-shot, UEO, IM and ENT; mean and spread in a Markdown table.
 
 Seed ``s`` renders its own target world (``WorldBenchmark(seed=s)``) and seeds the training run, so the spread
-covers both the data draw and the optimisation. Every run uses ``configs/world/ueo.yaml`` unchanged apart from the
+covers both the data draw and the optimisation. Every run uses ``configs/demo.yaml`` unchanged apart from the
 setting and the seed: hyper-parameters are fixed across settings. Run from the repository root::
 
-    python bench/world_sweep.py --out runs/world-sweep   # after `python -m uft.pretrain`; about 20 min on 2 cores
+    python bench/world_sweep.py --out runs/world-sweep   # about 20 min on 2 cores
 
 Writes ``sweep.md`` (the table of docs/demo.md) and ``sweep.json`` (every number) into ``--out``.
 """
@@ -51,7 +51,7 @@ def main() -> None:
                 f"--seed_everything={seed}",
             ]
             rows = compare(
-                ["configs/world/ueo.yaml", f"configs/setting/world/{setting}.yaml"],
+                ["configs/demo.yaml", f"configs/setting/world/{setting}.yaml"],
                 [Path("configs/method") / f"{m}.yaml" for m in METHODS],
                 args.out / setting / f"seed{seed}",
                 [*data, *extra],

@@ -54,6 +54,15 @@ def test_trained_rows_differ_from_zero_shot(shapes_dir, tmp_path):
     assert rows[0].metrics != rows[1].metrics
 
 
+def test_rerun_into_the_same_folder_tests_the_new_checkpoint(shapes_dir, tmp_path):
+    """A second comparison into the same folder reports its own training, not the first run's checkpoint."""
+    ent = [ROOT / "configs" / "method" / "ent.yaml"]
+    slow = compare([BASE], ent, tmp_path, [*overrides(shapes_dir), "--model.prompt_lr=1e-6", "--model.visual_lr=1e-6"])
+    fast = compare([BASE], ent, tmp_path, [*overrides(shapes_dir), "--model.prompt_lr=0.5", "--model.visual_lr=0.5"])
+    assert (tmp_path / "ent" / "checkpoints" / "last-v1.ckpt").is_file()
+    assert slow[0].metrics != fast[0].metrics
+
+
 def test_oracle_refuses_unlabeled_target_data(shapes_dir, tmp_path):
     unlabeled = tmp_path / "unlabeled.txt"
     unlabeled.write_text("\n".join(line.split()[0] for line in (shapes_dir / "target.txt").read_text().splitlines()))

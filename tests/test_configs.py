@@ -14,6 +14,7 @@ from .conftest import ROOT
 
 CONFIGS = ROOT / "configs"
 FULL = CONFIGS / "officehome" / "ueo.yaml"
+DEMO = CONFIGS / "demo.yaml"
 GROUPS = {"trainer", "model", "data"}  # files holding one group's content, used as `--<group> file`
 
 
@@ -28,6 +29,8 @@ def args_for(path: Path) -> list[str]:
     kind = path.relative_to(CONFIGS).parts[0]
     if kind in GROUPS:
         return ["-c", str(FULL), f"--{kind}", str(path)]
+    if kind == "setting" and path.parent.name == "world":
+        return ["-c", str(DEMO), "-c", str(path)]
     if kind in ("setting", "method"):  # overlays, added with a further -c
         return ["-c", str(FULL), "-c", str(path)]
     return ["-c", str(path)]
@@ -68,3 +71,32 @@ def test_officehome_class_names():
     assert len(names) == 65 == len(set(names))
     assert names == sorted(names)  # the benchmark's (case-sensitive) alphabetical order: 'TV' before 'Table'
     assert names[0] == "Alarm_Clock" and names[49] == "Ruler" and names[64] == "Webcam"
+
+
+WORLD_TARGETS = {
+    "closed": list(range(12)),
+    "partial": list(range(8)),
+    "open": list(range(18)),
+    "open_partial": list(range(8)) + list(range(12, 18)),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(WORLD_TARGETS))
+def test_world_settings(setting, capsys):
+    config = printed_config(["-c", str(DEMO), "-c", str(CONFIGS / "setting" / "world" / f"{setting}.yaml")], capsys)
+    split = config["data"]["split"]
+    assert split["num_known"] == 12
+    assert parse_class_ids(split["target_classes"], 24) == WORLD_TARGETS[setting]
+    assert parse_class_ids(split["test_classes"], 24) == list(range(24))
+
+
+def test_demo_is_open_partial_on_the_shipped_world_clip(capsys):
+    config = printed_config(["-c", str(DEMO)], capsys)
+    assert (
+        config["data"]["split"]
+        == printed_config(["-c", str(DEMO), "-c", str(CONFIGS / "setting" / "world" / "open_partial.yaml")], capsys)[
+            "data"
+        ]["split"]
+    )
+    assert (ROOT / config["model"]["pretrained"]).is_file()
+    assert config["model"]["model_name"] == "uft-world-vit"

@@ -1,4 +1,4 @@
-"""A small generated image set for the demo and tests: coloured shapes on plain backgrounds.
+"""A small generated image set for tests: coloured shapes on plain backgrounds.
 
 Deterministic from a seed. Writes ``images/<class>/<split>_<i>.png`` and the list files ``target.txt`` and
 ``test.txt`` (``relative/path.png <label>``) plus ``classes.txt``. Run ``python -m uft.data.synthetic OUT``.

@@ -33,7 +33,7 @@ class WorldBenchmark(DataRecipe):
         seed: int = 0,
         style: str = "photo",
         shift: str = "fog",
-        severity: float = 0.8,
+        severity: float = 0.7,
         target_per_class: int = 64,
         test_per_class: int = 32,
         size: int = 48,
