@@ -47,23 +47,29 @@ def test_every_shipped_config_parses(path, capsys):
     assert config["data"]["split"]["num_known"] > 0
 
 
-OFFICEHOME_TARGETS = {
-    "closed": list(range(50)),
-    "partial": list(range(35)),
-    "open": list(range(60)),
-    "open_partial": list(range(35)) + list(range(50, 60)),
-}
+def targets(known: int, partial: int, unknown: int) -> dict[str, list[int]]:
+    """Target class ids of the four settings, in Office-Home's proportions (``unknown`` unknown classes in open)."""
+    return {
+        "closed": list(range(known)),
+        "partial": list(range(partial)),
+        "open": list(range(known + unknown)),
+        "open_partial": list(range(partial)) + list(range(known, known + unknown)),
+    }
 
 
-@pytest.mark.parametrize("setting", sorted(OFFICEHOME_TARGETS))
-def test_officehome_settings(setting, capsys):
-    config = printed_config(
-        ["-c", str(FULL), "-c", str(CONFIGS / "setting" / "officehome" / f"{setting}.yaml")], capsys
-    )
+# benchmark -> (base config, known classes, all classes, setting -> target class ids)
+BENCHMARKS = {"officehome": (FULL, 50, 65, targets(50, 35, 10)), "world": (DEMO, 12, 24, targets(12, 8, 6))}
+
+
+@pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
+@pytest.mark.parametrize("setting", ["closed", "partial", "open", "open_partial"])
+def test_settings(benchmark, setting, capsys):
+    base, known, total, expected = BENCHMARKS[benchmark]
+    config = printed_config(["-c", str(base), "-c", str(CONFIGS / "setting" / benchmark / f"{setting}.yaml")], capsys)
     split = config["data"]["split"]
-    assert split["num_known"] == 50
-    assert parse_class_ids(split["target_classes"], 65) == OFFICEHOME_TARGETS[setting]
-    assert parse_class_ids(split["test_classes"], 65) == list(range(65))
+    assert split["num_known"] == known
+    assert parse_class_ids(split["target_classes"], total) == expected[setting]
+    assert parse_class_ids(split["test_classes"], total) == list(range(total))
 
 
 def test_officehome_class_names():
@@ -71,23 +77,6 @@ def test_officehome_class_names():
     assert len(names) == 65 == len(set(names))
     assert names == sorted(names)  # the benchmark's (case-sensitive) alphabetical order: 'TV' before 'Table'
     assert names[0] == "Alarm_Clock" and names[49] == "Ruler" and names[64] == "Webcam"
-
-
-WORLD_TARGETS = {
-    "closed": list(range(12)),
-    "partial": list(range(8)),
-    "open": list(range(18)),
-    "open_partial": list(range(8)) + list(range(12, 18)),
-}
-
-
-@pytest.mark.parametrize("setting", sorted(WORLD_TARGETS))
-def test_world_settings(setting, capsys):
-    config = printed_config(["-c", str(DEMO), "-c", str(CONFIGS / "setting" / "world" / f"{setting}.yaml")], capsys)
-    split = config["data"]["split"]
-    assert split["num_known"] == 12
-    assert parse_class_ids(split["target_classes"], 24) == WORLD_TARGETS[setting]
-    assert parse_class_ids(split["test_classes"], 24) == list(range(24))
 
 
 def test_demo_is_open_partial_on_the_shipped_world_clip(capsys):

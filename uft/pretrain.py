@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     accuracy = pretrain(args.out, args.steps, args.batch_size, args.lr, args.seed, args.workers)
     if args.reference is not None:
         differences = compare_to_reference(accuracy, args.reference)
-        same = weights_sha256(args.out) == json.loads(args.reference.read_text())["weights_sha256"]
+        made, reference = (json.loads(p.read_text()) for p in (args.out.with_suffix(".json"), args.reference))
+        same = made["weights_sha256"] == reference["weights_sha256"]
         print(f"weights {'bit-identical to' if same else 'differ from'} the reference's (SHA-256 of the tensors)")
         if differences:
             sys.exit("zero-shot accuracy differs by more than a point:\n  " + "\n  ".join(differences))
