@@ -25,9 +25,11 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
     zero_shot = cli_main(["validate", *demo_args(shapes_dir, tmp_path)])
     before = metrics_of(zero_shot)
     assert set(before) == {"test", "target"}
+    assert before["test"]["samples"] == len(zero_shot.datamodule.test_samples)
+    assert before["target"]["samples"] == len(zero_shot.datamodule.target_samples)
     for split in before.values():
         assert set(METRIC_NAMES) <= set(split)
-        assert all(0.0 <= v <= 1.0 for v in split.values())
+        assert all(0.0 <= split[name] <= 1.0 for name in METRIC_NAMES)
 
     fit = cli_main(["fit", *demo_args(shapes_dir, tmp_path)])
     after = metrics_of(fit)
@@ -68,7 +70,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path
     """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
     passes = []
     original = UFTModule.zero_shot_cosine
-    monkeypatch.setattr(UFTModule, "zero_shot_cosine", lambda self, loader: passes.append(1) or original(self, loader))
+    monkeypatch.setattr(UFTModule, "zero_shot_cosine", lambda self, *a: passes.append(1) or original(self, *a))
 
     full = cli_main(["fit", *demo_args(shapes_dir, tmp_path / "full")])
     assert len(passes) == 1

@@ -13,7 +13,7 @@ from PIL import Image
 
 from uft.clip import ImagePreprocess
 from uft.data.datamodule import TargetDataModule
-from uft.data.datasets import EpochSampler, ImageListDataset
+from uft.data.datasets import ImageListDataset
 from uft.data.lists import (
     UNLABELED,
     Sample,
@@ -23,6 +23,7 @@ from uft.data.lists import (
     resolve_domain,
     scan_image_folder,
 )
+from uft.data.samplers import GlobalBatchSampler
 from uft.data.splits import ClassSplit, parse_class_ids
 from uft.data.synthetic import SHAPES, make_shapes
 from uft.errors import InputError
@@ -403,24 +404,29 @@ def dm(shapes) -> TargetDataModule:
 
 
 def test_train_loader_batches(dm):
-    """The train loader yields (images [B,3,16,16], index) and visits every target index once per epoch."""
+    """The train loader yields full batches (images [B,3,16,16], index) of distinct target indices; the 21 - 5 * 4
+    = 1 index that does not fill a batch is left out of that epoch only."""
     loader = dm.train_dataloader()
     seen = []
     for batch in loader:
         assert len(batch) == 2
         images, index = batch
-        assert images.shape == (len(index), 3, 16, 16) and images.dtype == torch.float32
-        assert len(index) <= 4
+        assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
         seen += index.tolist()
-    assert sorted(seen) == list(range(len(dm.target_samples)))
+    assert len(seen) == len(set(seen)) == 20 and set(seen) <= set(range(21))
     assert seen != sorted(seen)  # shuffled
+    later = set()
+    for epoch in range(1, 6):
+        loader.sampler.set_epoch(epoch)
+        later |= {i for _, index in loader for i in index.tolist()}
+    assert later == set(range(21))  # over epochs, every sample is used
 
 
 def test_epoch_sampler_order():
     """The order depends only on (seed, epoch): equal for equal pairs, different across epochs and seeds."""
 
     def order(seed, epoch):
-        sampler = EpochSampler(50, seed)
+        sampler = GlobalBatchSampler(50, 10, seed)
         sampler.set_epoch(epoch)
         return list(sampler)
 
@@ -432,7 +438,7 @@ def test_epoch_sampler_order():
     assert [i for i, _ in order(0, 1)] != [i for i, _ in first]
     assert all(e == 1 for _, e in order(0, 1))
     assert [i for i, _ in order(1, 0)] != [i for i, _ in first]
-    assert [i for i, _ in EpochSampler(50, 0, shuffle=False)] == list(range(50))
+    assert [i for i, _ in GlobalBatchSampler(50, 10, 0, shuffle=False)] == list(range(50))
 
 
 def test_train_items_seeded(dm):
@@ -473,7 +479,7 @@ def test_eval_and_unlabeled_loaders(dm):
         assert indices == list(range(len(samples)))
         assert labels == [s.label for s in samples]
     assert len(dm.test_dataloader()) == 2
-    batch = next(iter(dm.unlabeled_target_dataloader()))
+    batch = next(iter(dm.confidence_dataloader()))
     assert len(batch) == 2
     images, index = batch
     assert images.shape == (5, 3, 16, 16)

@@ -41,7 +41,7 @@ def test_confidence_pass_matches_zero_shot_by_index():
     images = torch.randn(10, 3, 32, 32)
     order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # a shuffled loader must still fill the table by index
     loader = DataLoader(Images(images), batch_size=3, sampler=order)
-    table = module.objective.prepare(module.zero_shot_cosine(loader))
+    table = module.objective.prepare(module.zero_shot_cosine(loader, len(images)))
     clip = module.clip
     text = clip.encode_text(tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES]), normalize=True)
     cos = clip.encode_image(images, normalize=True) @ text.T

@@ -55,6 +55,7 @@ class RunCheckpoint(ModelCheckpoint):
 class MetricsJSON(Callback):
     """Writes ``metrics.json`` (split -> metric -> value) into the run's log directory after each evaluation,
     so the file holds the final values when the run ends. Undefined values (e.g. AUROC without unknowns) are null.
+    On several processes rank 0 writes it (the metrics are already gathered over all processes).
 
     Args:
         filename: name of the file inside the log directory.
@@ -63,17 +64,20 @@ class MetricsJSON(Callback):
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
 
-    @rank_zero_only
     def _write(self, trainer: Trainer) -> None:
         if trainer.sanity_checking:
             return
+        # `log_dir` is a broadcast under DDP: every process reads it, only rank 0 writes.
+        self._write_summary(trainer, Path(trainer.log_dir or trainer.default_root_dir))
+
+    @rank_zero_only
+    def _write_summary(self, trainer: Trainer, folder: Path) -> None:
         summary: dict[str, dict[str, float | None]] = {}
         for key, value in trainer.callback_metrics.items():
             split, sep, name = key.partition("/")
             if sep:
                 value = float(value)
                 summary.setdefault(split, {})[name] = None if math.isnan(value) else value
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / self.filename).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 

@@ -14,13 +14,19 @@ from uft.module import UFTModule
 
 # The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# Every process computes every split's metrics (a collective), also where it saw no batch of that split.
+warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+# Logged metrics are computed from states already gathered over all processes: the same value on each.
+warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*")
 
 
 class UFTCLI(LightningCLI):
-    """LightningCLI with the known class names passed from the data to the model, never written twice."""
+    """LightningCLI with what the model learns from the data (known class names, evaluation split names) linked
+    from the data module, never written twice."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.eval_splits", "model.eval_splits", apply_on="instantiate")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:

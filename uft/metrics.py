@@ -59,9 +59,14 @@ class OpenSetMetrics(Metric):
     - ``gacc``: accuracy over all known-class samples;
     - ``auroc``: known = positive, score = maximum softmax probability;
     - ``fpr95``: fraction of unknowns accepted at the threshold that keeps 95% of the knowns;
-    - ``hm``: harmonic mean of ``pacc`` and ``auroc``.
+    - ``hm``: harmonic mean of ``pacc`` and ``auroc``;
+    - ``samples``: how many samples were evaluated (over all processes).
 
-    Detection metrics are NaN when the split holds no unknown (or no known) sample, as in the closed setting.
+    Detection metrics are NaN when the split holds no unknown (or no known) sample, as in the closed setting;
+    every metric but ``samples`` is NaN when there is no sample at all.
+
+    States are float tensors (class ids are exact in float32 up to 2**24): a process that got no batch syncs
+    torchmetrics' empty float placeholder, which must match the other processes' dtype.
 
     Args:
         num_known: number K of known classes.
@@ -82,11 +87,13 @@ class OpenSetMetrics(Metric):
         probs = torch.softmax(logits.float(), dim=-1)
         msp, preds = probs.max(dim=-1)
         self.msp.append(msp)
-        self.preds.append(preds)
-        self.labels.append(labels.long())
+        self.preds.append(preds.float())
+        self.labels.append(labels.float())
 
     def compute(self) -> dict[str, float]:
-        msp, preds, labels = dim_zero_cat(self.msp), dim_zero_cat(self.preds), dim_zero_cat(self.labels)
+        if len(self.labels) == 0:  # no sample on any process: an empty list, or an empty tensor after the sync
+            return {**dict.fromkeys(METRIC_NAMES, float("nan")), "samples": 0}
+        msp, preds, labels = dim_zero_cat(self.msp), dim_zero_cat(self.preds).long(), dim_zero_cat(self.labels).long()
         known = labels < self.num_known
         correct = (preds == labels) & known
         per_class_hits = torch.bincount(labels[known], weights=correct[known].double(), minlength=self.num_known)
@@ -97,4 +104,4 @@ class OpenSetMetrics(Metric):
         auroc = binary_auroc(msp, known)
         fpr95 = fpr_at_tpr(msp, known, 0.95)
         hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")
-        return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm}
+        return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm, "samples": labels.numel()}

@@ -12,13 +12,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
+from uft.data.contract import TargetData
+from uft.distributed import gather_batch, sum_over_processes
 from uft.errors import InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
 from uft.prompts import PromptLearner
 
 TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
-EVAL_SPLITS = ("test", "target")
+EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
 class UFTModule(LightningModule):
@@ -27,6 +29,11 @@ class UFTModule(LightningModule):
     Trains CoOp-style prompt context and/or the affine parameters of the image tower's norm layers with an
     interchangeable unsupervised ``objective`` on ``logit_scale * cos(image, class prompt)``. The whole CLIP stays
     frozen and in eval mode. Evaluation uses plain cosine similarities (temperature 1).
+
+    On several processes the objective sees the global batch: each process's logits are gathered (with
+    gradients) before the loss, so batch-level terms and the loss itself do not depend on the number of processes
+    (:mod:`uft.distributed` shows why the gradient scale is right). What the module needs from the data beyond
+    batches is the small :class:`~uft.data.contract.TargetData` interface.
 
     Args:
         class_names: names of the K known classes (linked from the data module).
@@ -42,6 +49,8 @@ class UFTModule(LightningModule):
         scheduler: learning-rate scheduler stepped every iteration; default cosine annealing over the whole run.
         zero_shot_templates: evaluate with fixed class texts averaged over these templates (``"a photo of a {}."``)
             instead of the prompt context: the template-ensemble zero-shot baseline (evaluation only).
+        eval_splits: names of the evaluation dataloaders, in their order (linked from the data module); default
+            ``["test", "target"]``.
     """
 
     def __init__(
@@ -58,9 +67,12 @@ class UFTModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
         zero_shot_templates: list[str] | None = None,
+        eval_splits: list[str] | None = None,
     ) -> None:
         super().__init__()
+        eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])
+        self.hparams.eval_splits = eval_splits
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -72,7 +84,7 @@ class UFTModule(LightningModule):
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
-        self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in EVAL_SPLITS})
+        self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in eval_splits})
         self.target_table: Tensor | None = None
         self._eval_text: Tensor | None = None
         self._frozen_text: Tensor | None = None
@@ -98,7 +110,22 @@ class UFTModule(LightningModule):
         return self
 
     # ---------------------------------------------------------------- training
+    def _target_data(self) -> TargetData:
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, TargetData):
+            raise InputError(
+                f"{type(self.objective).__name__} needs a data module with a confidence pass over the whole target "
+                f"set (uft.data.contract.TargetData, e.g. uft.data.datamodule.TargetDataModule), got {datamodule!r}"
+            )
+        return datamodule
+
     def setup(self, stage: str) -> None:
+        served = getattr(self.trainer.datamodule, "eval_splits", None)
+        if served is not None and list(served) != list(self.hparams.eval_splits):
+            raise InputError(
+                f"the data serves the evaluation splits {list(served)} but the model was built for "
+                f"{list(self.hparams.eval_splits)}: pass eval_splits=datamodule.eval_splits to the model"
+            )
         if stage != "fit":
             return
         if self.objective is None:
@@ -106,8 +133,7 @@ class UFTModule(LightningModule):
         if self.hparams.zero_shot_templates:
             raise InputError("model.zero_shot_templates is an evaluation-only option: remove it to train")
         if self.objective.uses_labels:
-            datamodule = self.trainer.datamodule
-            if not datamodule.target_labeled:
+            if not self._target_data().target_labeled:
                 raise InputError(
                     f"{type(self.objective).__name__} reads the labels of the target data, which has none: it is an "
                     "oracle for analysis and cannot run on unlabeled data"
@@ -119,29 +145,39 @@ class UFTModule(LightningModule):
     def on_train_start(self) -> None:
         if not self.objective.needs_table:
             return
-        datamodule = self.trainer.datamodule
-        loader = datamodule.unlabeled_target_dataloader()
+        data = self._target_data()
         if self.target_table is None:
-            labels = datamodule.target_labels() if self.objective.uses_labels else None
-            self.target_table = self.objective.prepare(self.zero_shot_cosine(loader), labels)
-        elif len(self.target_table) != len(loader.dataset):
+            labels = data.target_labels() if self.objective.uses_labels else None
+            cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples)
+            self.target_table = self.objective.prepare(cosine, labels)
+        elif len(self.target_table) != data.num_target_samples:
             raise InputError(
                 f"the checkpoint's per-sample table covers {len(self.target_table)} target images but the "
-                f"target set now has {len(loader.dataset)}: resume with the data the run started with"
+                f"target set now has {data.num_target_samples}: resume with the data the run started with"
             )
         self.target_table = self.target_table.to(self.device)
 
     @torch.no_grad()
-    def zero_shot_cosine(self, loader) -> Tensor:
-        """One pass over the target set with the current (zero-shot) weights: cosine similarities (N, K), each row
-        at its sample index."""
+    def zero_shot_cosine(self, loader, num_samples: int) -> Tensor:
+        """One pass over the target set with the current (zero-shot) weights: cosine similarities
+        (``num_samples``, K), each row at its sample index.
+
+        Each process encodes the samples its ``loader`` yields; rows are summed over processes, so every process
+        ends with the whole table. A row that no process, or more than one, filled is an error.
+        """
         was_training = self.training
         self.eval()
         text = self.text_features()
-        cosine = torch.zeros(len(loader.dataset), text.shape[0], device=self.device)
+        cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
+        filled = torch.zeros(num_samples, device=self.device)
         for images, index in loader:
-            cosine[index.to(self.device)] = self.cosine(images.to(self.device), text).float()
+            index = index.to(self.device)
+            cosine[index] = self.cosine(images.to(self.device), text).float()
+            filled[index] += 1
         self.train(was_training)
+        sum_over_processes(cosine)
+        if not bool((sum_over_processes(filled) == 1).all()):
+            raise RuntimeError("the confidence pass must see every target sample exactly once")
         return cosine
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -153,10 +189,12 @@ class UFTModule(LightningModule):
                 with torch.no_grad():
                     self._frozen_text = self.text_features()
             text = self._frozen_text
-        cosine = self.cosine(images, text)
+        # The objective sees the global batch: the same loss on every process (see uft.distributed).
+        cosine = gather_batch(self.cosine(images, text).float())
+        index = gather_batch(index)
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
-        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         return loss
 
     def configure_optimizers(self):
@@ -175,7 +213,7 @@ class UFTModule(LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def _split_name(self, dataloader_idx: int) -> str:
-        return self.trainer.datamodule.eval_splits[dataloader_idx]
+        return self.hparams.eval_splits[dataloader_idx]
 
     @torch.no_grad()
     def template_features(self, templates: list[str]) -> Tensor:
@@ -197,10 +235,13 @@ class UFTModule(LightningModule):
         self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text), labels)
 
     def _eval_end(self) -> None:
+        # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
         for split, metric in self.metrics.items():
-            if metric.update_called and not self.trainer.sanity_checking:
-                for name, value in metric.compute().items():
-                    self.log(f"{split}/{name}", value, add_dataloader_idx=False)
+            if not self.trainer.sanity_checking:
+                values = metric.compute()
+                if values["samples"]:
+                    for name, value in values.items():
+                        self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
             metric.reset()
         self._eval_text = None
 

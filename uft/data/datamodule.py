@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from uft.clip import ImagePreprocess
-from uft.data.datasets import EpochSampler, ImageListDataset
+from uft.data.datasets import ImageListDataset
 from uft.data.lists import (
     UNLABELED,
     Sample,
@@ -21,6 +21,7 @@ from uft.data.lists import (
     scan_image_folder,
 )
 from uft.data.recipes import DataRecipe
+from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, per_process_batch
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -41,6 +42,11 @@ class TargetDataModule(LightningDataModule):
 
     Transforms follow the model's preprocessing config, read from the LightningModule at ``setup``.
 
+    On several processes every loader is one process's share of a single-process order
+    (:mod:`uft.data.samplers`): ``batch_size`` is the global batch, split evenly over the processes, and each
+    epoch's order depends only on ``seed``; evaluation counts every sample exactly once. Training uses only full
+    global batches (the remainder of each epoch's order waits for a later epoch).
+
     Args:
         root: image root; images live in ``root/domain`` (or ``root`` when no domain is given).
         class_names: all class names in class-id order (known classes first), or a text file with one per line.
@@ -50,8 +56,9 @@ class TargetDataModule(LightningDataModule):
         test_list: list file of the labeled test images; if unset, images are held out from the target pool.
         holdout_fraction: fraction held out as ``test`` when there is no ``test_list``.
         holdout_seed: seed of that held-out split.
-        batch_size: training batch size.
-        eval_batch_size: batch size of evaluation, prediction and the confidence pass.
+        batch_size: global training batch size (all processes together; each takes an equal share).
+        eval_batch_size: batch size of evaluation, prediction and the confidence pass (per batch, on any number
+            of processes).
         num_workers: data-loading worker processes.
         seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0.
         crop_scale: scale range of the training RandomResizedCrop.
@@ -137,8 +144,20 @@ class TargetDataModule(LightningDataModule):
             self.preprocess = self.trainer.lightning_module.preprocess
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if stage == "fit":
+            per_process_batch(self.batch_size, self._world()[1])
+            if len(self.target_samples) < self.batch_size:
+                raise InputError(
+                    f"the target set has {len(self.target_samples)} images, fewer than one global batch "
+                    f"(data.batch_size={self.batch_size}): lower data.batch_size"
+                )
 
-    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
+    def _world(self) -> tuple[int, int]:
+        """``(global rank, number of processes)`` of the attached trainer; ``(0, 1)`` without one."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset, batch_size: int, sampler) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -147,16 +166,23 @@ class TargetDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _eval_loader(self, dataset) -> DataLoader:
+        rank, world_size = self._world()
+        sampler = BatchShardSampler(len(dataset), self.eval_batch_size, rank, world_size)
+        return self._loader(dataset, self.eval_batch_size, sampler)
+
     def train_dataloader(self) -> DataLoader:
         dataset = ImageListDataset(
             self.target_samples, self.image_dir, train_transform(self.preprocess, self.crop_scale), seed=self.seed
         )
-        return self._loader(dataset, self.batch_size, EpochSampler(len(dataset), self.seed))
+        rank, world_size = self._world()
+        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world_size)
+        return self._loader(dataset, sampler.local_batch_size, sampler)
 
     def _eval_loaders(self) -> list[DataLoader]:
         transform = eval_transform(self.preprocess)
         return [
-            self._loader(ImageListDataset(samples, self.image_dir, transform, with_labels=True), self.eval_batch_size)
+            self._eval_loader(ImageListDataset(samples, self.image_dir, transform, with_labels=True))
             for samples in self._eval_samples().values()
             if samples
         ]
@@ -167,13 +193,17 @@ class TargetDataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders()
 
-    def unlabeled_target_dataloader(self) -> DataLoader:
-        """The target set with the evaluation transform and without labels: the confidence pass and prediction."""
-        dataset = ImageListDataset(self.target_samples, self.image_dir, eval_transform(self.preprocess))
-        return self._loader(dataset, self.eval_batch_size)
+    def confidence_dataloader(self) -> DataLoader:
+        """This process's share of the target set, evaluation transform, no labels: the confidence pass."""
+        return self._eval_loader(ImageListDataset(self.target_samples, self.image_dir, eval_transform(self.preprocess)))
+
+    @property
+    def num_target_samples(self) -> int:
+        """Size of the whole target set: the length of per-sample tables."""
+        return len(self.target_samples)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.unlabeled_target_dataloader()
+        return self.confidence_dataloader()
 
 
 def _restrict(samples: list[Sample], class_ids: list[int]) -> list[Sample]:

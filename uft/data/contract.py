@@ -1,0 +1,34 @@
+"""What the LightningModule needs from the data beyond batches, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class TargetData(Protocol):
+    """The data side of training with a per-sample table (confidence weights, pseudo-labels, oracle labels).
+
+    Evaluation split names reach the model through ``UFTModule(eval_splits=...)`` (linked by the CLI); the rest is
+    read from the trainer's data module when training starts.
+    """
+
+    #: Whether every target image has a label (oracle objectives need them).
+    target_labeled: bool
+
+    @property
+    def num_target_samples(self) -> int:
+        """Size of the whole target set; sample indices run from 0 to this minus one."""
+        ...
+
+    def confidence_dataloader(self) -> Iterable[tuple[Tensor, Tensor]]:
+        """``(images, sample index)`` batches of this process's share of the target set, evaluation transform;
+        over all processes together, every sample exactly once."""
+        ...
+
+    def target_labels(self) -> Tensor:
+        """Labels of the target set by sample index. Read by evaluation and oracle objectives only."""
+        ...

@@ -1,0 +1,109 @@
+"""Samplers that give every process its share of one global order, so the number of processes changes nothing.
+
+Both subclass ``DistributedSampler`` only so that Lightning recognises them as already distributed and leaves them
+alone (it would otherwise wrap them and deal every W-th index to each process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from uft.errors import InputError
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for the random augmentation of one sample in one epoch, independent of workers and processes."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """``batch_size / world_size``; the global batch must split evenly over the processes."""
+    if batch_size < 1 or batch_size % world_size:
+        raise InputError(
+            f"data.batch_size={batch_size} is the global batch and must divide evenly over the {world_size} "
+            f"processes (devices x nodes): use a multiple of {world_size}"
+        )
+    return batch_size // world_size
+
+
+class GlobalBatchSampler(DistributedSampler):
+    """This process's slices of the global training batches, as ``(index, epoch)`` keys.
+
+    One permutation per epoch, drawn from ``(seed, epoch)`` alone, is cut into global batches of ``batch_size``;
+    process ``rank`` takes the ``rank``-th of the ``world_size`` equal slices of each. Batching the yielded keys by
+    ``batch_size / world_size`` therefore gives each process its slice of exactly the batches a single process
+    would see. Only full global batches are used: the last ``num_samples mod batch_size`` samples of each epoch's
+    order (a different set every epoch) wait for a later epoch, so every process holds the same number of equal
+    batches. Lightning calls ``set_epoch`` at the start of each epoch, so a resumed run sees the same order.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: the global batch size (all processes together).
+        seed: base seed of the permutation.
+        rank: this process's global rank.
+        world_size: number of processes.
+        shuffle: draw a permutation (otherwise the identity order).
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ) -> None:
+        super().__init__(range(num_samples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.num_samples = num_samples  # DistributedSampler's per-process count has another meaning; not used
+        self.batch_size = batch_size
+        self.local_batch_size = per_process_batch(batch_size, world_size)
+        self.num_batches = num_samples // batch_size
+
+    def __len__(self) -> int:
+        return self.num_batches * self.local_batch_size
+
+    def global_order(self) -> list[int]:
+        """This epoch's order of all sample indices (the same on every process)."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, -1))
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order, b = self.global_order(), self.local_batch_size
+        keys = []
+        for start in range(0, self.num_batches * self.batch_size, self.batch_size):
+            first = start + self.rank * b
+            keys.extend((i, self.epoch) for i in order[first : first + b])
+        return iter(keys)
+
+
+class BatchShardSampler(DistributedSampler):
+    """Evaluation order that counts every sample exactly once: the single-process batches, dealt round-robin.
+
+    The indices ``0..num_samples-1`` are cut into batches of ``batch_size`` as one process would; process ``rank``
+    takes batches ``rank, rank + world_size, ...``. Nothing is padded or dropped, and each batch holds the same
+    images as on one process, so features match the single-process ones exactly. A process may get one batch
+    fewer than another, or none.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: evaluation batch size (per batch, as on one process).
+        rank: this process's global rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False)
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+
+    def _indices(self) -> list[int]:
+        starts = range(self.rank * self.batch_size, self.num_samples, self.num_replicas * self.batch_size)
+        return [i for start in starts for i in range(start, min(start + self.batch_size, self.num_samples))]
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
