@@ -1,5 +1,10 @@
 """Test-only components that the CLI can load by import path."""
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import torch
 from lightning.pytorch import Callback
 
@@ -39,3 +44,48 @@ class RecordTraining(Callback):
             params = {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
             table = None if pl_module.target_table is None else pl_module.target_table.cpu()
             torch.save({"losses": self.losses, "params": params, "table": table}, self.path)
+
+
+class FailOnRank(Callback):
+    """Makes one process of a multi-process run die at a training step: ``raise`` an exception or ``kill`` itself
+    with SIGKILL (no clean-up at all). Every process writes its pid to ``<pid_dir>/rank<r>.pid`` first.
+
+    Args:
+        rank: the process that dies.
+        step: the training step (0-based) at which it dies.
+        how: ``raise`` or ``kill``.
+        pid_dir: folder for the pid files; none to skip them.
+    """
+
+    def __init__(self, rank: int = 1, step: int = 1, how: str = "raise", pid_dir: str | None = None) -> None:
+        self.rank, self.step, self.how, self.pid_dir = rank, step, how, pid_dir
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.pid_dir:
+            Path(self.pid_dir, f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        if self.how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"deliberate failure of rank {self.rank} at step {self.step}")
+
+
+class SlowSteps(Callback):
+    """Sleeps before every training step, so that a test can signal a run while it trains; writes the pid of each
+    process to ``<pid_dir>/rank<r>.pid`` when training starts.
+
+    Args:
+        seconds: sleep per step.
+        pid_dir: folder for the pid files.
+    """
+
+    def __init__(self, seconds: float = 0.5, pid_dir: str = ".") -> None:
+        self.seconds, self.pid_dir = seconds, pid_dir
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        Path(self.pid_dir, f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        time.sleep(self.seconds)

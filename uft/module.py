@@ -90,6 +90,8 @@ class UFTModule(LightningModule):
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
+        # Evaluation deals whole batches to processes: a small split can leave a process without any.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     # ---------------------------------------------------------------- features
     def text_features(self) -> Tensor:

@@ -181,6 +181,13 @@ class TargetDataModule(LightningDataModule):
 
     def _eval_loaders(self) -> list[DataLoader]:
         transform = eval_transform(self.preprocess)
+        sizes = {name: len(samples) for name, samples in self._eval_samples().items() if samples}
+        world_size = self._world()[1]
+        if sizes and max(sizes.values()) < world_size:
+            raise InputError(
+                f"the evaluation splits hold {sizes} images, fewer than the {world_size} processes: evaluate on at "
+                f"most {max(sizes.values())} devices"
+            )
         return [
             self._eval_loader(ImageListDataset(samples, self.image_dir, transform, with_labels=True))
             for samples in self._eval_samples().values()

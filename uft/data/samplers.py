@@ -83,8 +83,10 @@ class BatchShardSampler(DistributedSampler):
 
     The indices ``0..num_samples-1`` are cut into batches of ``batch_size`` as one process would; process ``rank``
     takes batches ``rank, rank + world_size, ...``. Nothing is padded or dropped, and each batch holds the same
-    images as on one process, so features match the single-process ones exactly. A process may get one batch
-    fewer than another, or none.
+    images as on one process, so features match the single-process ones exactly. When there are fewer batches than
+    processes, the set is cut into ``min(world_size, num_samples)`` near-equal batches instead, so that every
+    process evaluates something (Lightning skips the evaluation hooks of a process without any batch, and the
+    metrics' gather needs every process); only a set smaller than the number of processes leaves one empty.
 
     Args:
         num_samples: dataset length.
@@ -98,9 +100,17 @@ class BatchShardSampler(DistributedSampler):
         self.num_samples = num_samples
         self.batch_size = batch_size
 
+    def batches(self) -> list[range]:
+        """All batches of the set, in single-process order (the same on every process)."""
+        n, size, world = self.num_samples, self.batch_size, self.num_replicas
+        if -(-n // size) >= world:
+            return [range(start, min(start + size, n)) for start in range(0, n, size)]
+        count = min(world, n)
+        bounds = [n * i // count for i in range(count + 1)]
+        return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
     def _indices(self) -> list[int]:
-        starts = range(self.rank * self.batch_size, self.num_samples, self.num_replicas * self.batch_size)
-        return [i for start in starts for i in range(start, min(start + self.batch_size, self.num_samples))]
+        return [i for batch in self.batches()[self.rank :: self.num_replicas] for i in batch]
 
     def __len__(self) -> int:
         return len(self._indices())

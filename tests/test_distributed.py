@@ -1,0 +1,169 @@
+"""The same `uft fit` on 1 and 2 real processes (DDP, gloo, CPU): same losses, parameters, table and metrics; a dead
+rank or a SIGTERM ends the whole run. Every run is a subprocess with a timeout, so a hang fails the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT, demo_args
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT = 300  # seconds; a run here takes 10-20 s, a hang would otherwise block CI
+
+
+def uft(args: list[str], timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "uft", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ddp_args(devices: int) -> list[str]:
+    return ["--trainer.accelerator=cpu", f"--trainer.devices={devices}", "--trainer.strategy=ddp"]
+
+
+def fit_and_record(data: Path, root: Path, devices: int, *extra: str) -> tuple[dict, dict]:
+    """Fit on ``devices`` processes; return the recording of tests.helpers.RecordTraining and metrics.json."""
+    record = root / "record.pt"
+    args = [
+        "fit",
+        *demo_args(data, root, *ddp_args(devices), "--trainer.max_epochs=3", *extra),
+        "--trainer.callbacks+=tests.helpers.RecordTraining",
+        f"--trainer.callbacks.path={record}",
+    ]
+    proc = uft(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (metrics,) = root.rglob("metrics.json")
+    return torch.load(record, weights_only=False), json.loads(metrics.read_text())
+
+
+@pytest.mark.parametrize("objective", ["UEO", "IM", "POUF"])
+def test_one_and_two_processes_train_the_same_model(shapes_dir, tmp_path, objective):
+    """Loss at every step and final parameters within 1e-5, the confidence table identical, validation metrics of
+    the last epoch equal. The evaluation sets (32 test and 42 target images) split into uneven batch counts.
+
+    Parameters that differ in the last float bits can break or make an exact tie of two images' scores (the
+    generated shapes hold near-duplicates), so a rank metric may move by one pair: AUROC by 1 / (known x unknown)
+    pairs, FPR95 by one unknown image. Evaluation of the same parameters is exact (the test below)."""
+    extra = (f"--model.objective=uft.objectives.{objective}", "--data.eval_batch_size=5")
+    one, one_metrics = fit_and_record(shapes_dir, tmp_path / "one", 1, *extra)
+    two, two_metrics = fit_and_record(shapes_dir, tmp_path / "two", 2, *extra)
+
+    assert len(one["losses"]) == len(two["losses"]) == 3 * (42 // 16)  # full global batches only
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
+    assert one["params"].keys() == two["params"].keys()
+    for name, value in one["params"].items():
+        torch.testing.assert_close(two["params"][name], value, rtol=0, atol=1e-5, msg=name)
+    if objective == "UEO":
+        assert torch.equal(one["table"], two["table"])
+    # Training moved the parameters: equal results are not equal no-ops.
+    assert one["losses"][0] != one["losses"][-1]
+
+    # (split, images, known-class images, unknown images) with 5 known classes of 8 (test) or 7 (target).
+    for split, size, known, unknown in (("test", 32, 20, 12), ("target", 42, 30, 12)):
+        a, b = one_metrics[split], two_metrics[split]
+        assert a["samples"] == b["samples"] == size
+        for name, resolution in (("pacc", 0), ("gacc", 0), ("auroc", 1 / (known * unknown)), ("fpr95", 1 / unknown)):
+            assert b[name] == pytest.approx(a[name], abs=resolution + 1e-6), (split, name)
+
+
+@pytest.mark.parametrize("eval_batch_size", [7, 128], ids=["uneven-batches", "one-batch-shared"])
+def test_two_process_evaluation_counts_every_sample_once(shapes_dir, tmp_path, eval_batch_size):
+    """`uft test` of one checkpoint on 1 and 2 processes: the same metrics over the same 32 + 42 images, whether
+    the batches deal unevenly (32 = 4 x 7 + 4) or a whole split fits in one batch that the processes share."""
+    proc = uft(["fit", *demo_args(shapes_dir, tmp_path / "fit", "--trainer.max_epochs=1")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices in (1, 2):
+        root = tmp_path / f"test{devices}"
+        extra = (*ddp_args(devices), f"--data.eval_batch_size={eval_batch_size}")
+        proc = uft(["test", *demo_args(shapes_dir, root, *extra), f"--ckpt_path={ckpt}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (metrics,) = root.rglob("metrics.json")
+        results[devices] = json.loads(metrics.read_text())
+    assert results[1]["test"]["samples"] == 32 and results[1]["target"]["samples"] == 42
+    assert results[2] == results[1]
+
+
+def test_batch_that_does_not_divide_over_processes_is_refused(shapes_dir, tmp_path):
+    proc = uft(["fit", *demo_args(shapes_dir, tmp_path, *ddp_args(2), "--data.batch_size=15")])
+    assert proc.returncode != 0
+    assert "data.batch_size=15" in proc.stderr and "2 processes" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_dead_rank_ends_the_run(shapes_dir, tmp_path, how):
+    """Rank 1 raises, or is killed with SIGKILL, at step 1: the run exits with an error well within the bound and
+    leaves no process behind."""
+    args = [
+        "fit",
+        *demo_args(shapes_dir, tmp_path, *ddp_args(2), "--trainer.max_epochs=50"),
+        "--trainer.callbacks+=tests.helpers.FailOnRank",
+        f"--trainer.callbacks.how={how}",
+        f"--trainer.callbacks.pid_dir={tmp_path}",
+    ]
+    start = time.monotonic()
+    proc = uft(args, timeout=120)
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 120
+    assert_gone(tmp_path)
+
+
+def test_sigterm_ends_a_two_process_run(shapes_dir, tmp_path):
+    """SIGTERM to the launching process (what `timeout`, `kill` and schedulers send) ends both processes."""
+    args = [
+        "fit",
+        *demo_args(shapes_dir, tmp_path, *ddp_args(2), "--trainer.max_epochs=1000"),
+        "--trainer.callbacks+=tests.helpers.SlowSteps",
+        f"--trainer.callbacks.pid_dir={tmp_path}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uft", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not all((tmp_path / f"rank{r}.pid").exists() for r in range(2)):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the run did not start training"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the training loop
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_gone(tmp_path)
+
+
+def assert_gone(pid_dir: Path, within: float = 30.0) -> None:
+    """Every process that wrote a pid file has exited (within ``within`` seconds)."""
+    pids = [int(p.read_text()) for p in pid_dir.glob("rank*.pid")]
+    assert pids, "no process reached training"
+    deadline = time.monotonic() + within
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids), "a process of the run is still alive"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
