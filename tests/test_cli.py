@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,24 @@ def test_print_config_shows_linked_and_chosen_components(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "class_path: uft.objectives.UEO" in out and "model_name: uft-tiny-vit" in out
+
+
+@pytest.mark.parametrize("frozen_dtype", ["float32", "bfloat16"])
+def test_bf16_mixed_precision_keeps_trained_parameters_in_float32(shapes_dir, tmp_path, frozen_dtype):
+    """bf16-mixed on the CPU trains; trained parameters (and their checkpoint) stay float32; with
+    frozen_dtype=bfloat16 the frozen CLIP weights take half the memory."""
+    args = ["--trainer.precision=bf16-mixed", f"--model.frozen_dtype={frozen_dtype}", "--trainer.max_epochs=1"]
+    fit = cli_main(["fit", *demo_args(shapes_dir, tmp_path, *args)])
+    metrics = metrics_of(fit)
+    assert math.isfinite(metrics["train"]["loss"]) and 0.0 <= metrics["test"]["pacc"] <= 1.0
+    trained = [p for p in fit.model.parameters() if p.requires_grad]
+    frozen = [p for p in fit.model.clip.parameters() if not p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert {p.dtype for p in frozen} == {getattr(torch, frozen_dtype)}
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in state["state_dict"].values())
+
+
+def test_half_frozen_weights_need_a_mixed_precision(shapes_dir, tmp_path):
+    with pytest.raises(InputError, match="frozen_dtype=bfloat16 needs a mixed trainer.precision"):
+        cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--model.frozen_dtype=bfloat16")])

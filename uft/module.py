@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -51,6 +52,8 @@ class UFTModule(LightningModule):
             instead of the prompt context: the template-ensemble zero-shot baseline (evaluation only).
         eval_splits: names of the evaluation dataloaders, in their order (linked from the data module); default
             ``["test", "target"]``.
+        frozen_dtype: storage type of the frozen CLIP weights: ``bfloat16`` or ``float16`` halve their memory and
+            need a mixed ``trainer.precision`` (``bf16-mixed``, ``16-mixed``). Trained parameters stay float32.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class UFTModule(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         zero_shot_templates: list[str] | None = None,
         eval_splits: list[str] | None = None,
+        frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
     ) -> None:
         super().__init__()
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
@@ -84,6 +88,9 @@ class UFTModule(LightningModule):
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
+        for p in self.clip.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(getattr(torch, frozen_dtype))
         self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in eval_splits})
         self.target_table: Tensor | None = None
         self._eval_text: Tensor | None = None
@@ -103,8 +110,10 @@ class UFTModule(LightningModule):
         return self.clip.encode_image(images, normalize=True)
 
     def cosine(self, images: Tensor, text: Tensor | None = None) -> Tensor:
-        """Cosine similarities (N, K) between images and the class prompts."""
-        return self.image_features(images) @ (self.text_features() if text is None else text).T
+        """Cosine similarities (N, K) between images and the class prompts, in float32 (also under autocast: the
+        logit scale of 100 would magnify bfloat16's rounding)."""
+        text = self.text_features() if text is None else text
+        return self.image_features(images).float() @ text.float().T
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -121,7 +130,17 @@ class UFTModule(LightningModule):
             )
         return datamodule
 
+    def _autocast(self):
+        """The trainer's precision context (autocast under a mixed precision) for passes outside the steps."""
+        trainer = self._trainer
+        return trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
+
     def setup(self, stage: str) -> None:
+        if self.hparams.frozen_dtype != "float32" and "mixed" not in str(self.trainer.precision):
+            raise InputError(
+                f"model.frozen_dtype={self.hparams.frozen_dtype} needs a mixed trainer.precision (bf16-mixed or "
+                f"16-mixed), got {self.trainer.precision}"
+            )
         served = getattr(self.trainer.datamodule, "eval_splits", None)
         if served is not None and list(served) != list(self.hparams.eval_splits):
             raise InputError(
@@ -169,13 +188,14 @@ class UFTModule(LightningModule):
         """
         was_training = self.training
         self.eval()
-        text = self.text_features()
-        cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
-        filled = torch.zeros(num_samples, device=self.device)
-        for images, index in loader:
-            index = index.to(self.device)
-            cosine[index] = self.cosine(images.to(self.device), text).float()
-            filled[index] += 1
+        with self._autocast():
+            text = self.text_features()
+            cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
+            filled = torch.zeros(num_samples, device=self.device)
+            for images, index in loader:
+                index = index.to(self.device)
+                cosine[index] = self.cosine(images.to(self.device), text).float()
+                filled[index] += 1
         self.train(was_training)
         sum_over_processes(cosine)
         if not bool((sum_over_processes(filled) == 1).all()):
@@ -229,12 +249,12 @@ class UFTModule(LightningModule):
 
     def _eval_start(self) -> None:
         templates = self.hparams.zero_shot_templates
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             self._eval_text = self.template_features(templates) if templates else self.text_features()
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, labels, _ = batch
-        self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text), labels)
+        self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text).float(), labels)
 
     def _eval_end(self) -> None:
         # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
