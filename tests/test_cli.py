@@ -116,3 +116,37 @@ def test_bf16_mixed_precision_keeps_trained_parameters_in_float32(shapes_dir, tm
 def test_half_frozen_weights_need_a_mixed_precision(shapes_dir, tmp_path):
     with pytest.raises(InputError, match="frozen_dtype=bfloat16 needs a mixed trainer.precision"):
         cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--model.frozen_dtype=bfloat16")])
+
+
+def test_fit_and_validate_from_python(shapes_dir):
+    """The Python API works as the CLI does: Trainer.fit and Trainer.validate with the data module; a model built
+    for other evaluation splits than the data serves is refused."""
+    from lightning.pytorch import Trainer
+
+    from uft.data.datamodule import TargetDataModule
+    from uft.data.splits import ClassSplit
+    from uft.objectives import UEO
+
+    data = TargetDataModule(
+        root=str(shapes_dir),
+        class_names=str(shapes_dir / "classes.txt"),
+        split=ClassSplit(5, "0-6", "0-7"),
+        train_list=str(shapes_dir / "target.txt"),
+        test_list=str(shapes_dir / "test.txt"),
+        batch_size=16,
+        num_workers=0,
+    )
+    model = UFTModule(
+        data.known_class_names, UEO(), model_name="uft-tiny-vit", pretrained=None, prompt_lr=0.01, visual_lr=0.01
+    )
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(model, datamodule=data)
+    assert model.target_table.shape == (42,)
+    result = trainer.validate(model, datamodule=data)[0]  # one dict per dataloader, each with every metric
+    assert result["test/samples"] == 32 and result["target/samples"] == 42
+
+    only_test = UFTModule(data.known_class_names, model_name="uft-tiny-vit", pretrained=None, eval_splits=["test"])
+    with pytest.raises(InputError, match="evaluation splits"):
+        trainer.validate(only_test, datamodule=data)

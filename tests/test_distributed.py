@@ -9,12 +9,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from uft.distributed import gather_batch
+from uft.objectives import IM, POUF, UEO
 
 from .conftest import ROOT, demo_args
+from .test_metrics import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +174,68 @@ def alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by its parent) counts as gone.
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def test_torchrun_launch_trains_the_same_model(shapes_dir, tmp_path):
+    """The README's torchrun command (one node, 2 CPU processes): the same losses and parameters as 1 process."""
+    one, _ = fit_and_record(shapes_dir, tmp_path / "one", 1)
+    record = tmp_path / "torchrun.pt"
+    args = [
+        *demo_args(shapes_dir, tmp_path / "torchrun", *ddp_args(2), "--trainer.max_epochs=3"),
+        "--trainer.callbacks+=tests.helpers.RecordTraining",
+        f"--trainer.callbacks.path={record}",
+    ]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "uft", "fit", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(record, weights_only=False)
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
+    for name, value in one["params"].items():
+        torch.testing.assert_close(two["params"][name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def _gradient_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Each rank: its slice of a batch, logits gathered by gather_batch, the global loss, backward, then the
+    gradient averaged over ranks as DDP does. Saves the averaged gradient of each objective."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
+    )
+    try:
+        features, weights, table = _gradient_problem()
+        rows = features.shape[0] // world_size
+        grads = {}
+        for objective in (UEO(), IM(), POUF(diversity_weight=0.3)):
+            weights.grad = None
+            cosine = gather_batch(features[rank * rows : (rank + 1) * rows] @ weights.T)
+            index = gather_batch(torch.arange(rank * rows, (rank + 1) * rows))
+            objective(10.0 * cosine, table[index], cosine=cosine).backward()
+            dist.all_reduce(weights.grad)
+            grads[type(objective).__name__] = weights.grad / world_size
+        torch.save(grads, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _gradient_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(8, 6, generator=generator), dim=-1)
+    weights = torch.nn.functional.normalize(torch.randn(4, 6, generator=generator), dim=-1).requires_grad_()
+    table = torch.rand(8, generator=generator) * 0.5 + 0.3
+    return features, weights, table
+
+
+def test_gathered_global_batch_gives_the_single_process_gradient(tmp_path):
+    """With the loss on the gathered batch and DDP's averaging, the 2-process gradient equals the 1-process gradient
+    (not twice it), for UEO, IM and POUF, whose batch-level terms (weighted sums, marginal entropy, the softmax over
+    the images) all span the global batch."""
+    mp.spawn(_gradient_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    features, weights, table = _gradient_problem()
+    for objective in (UEO(), IM(), POUF(diversity_weight=0.3)):
+        weights.grad = None
+        cosine = features @ weights.T
+        objective(10.0 * cosine, table, cosine=cosine).backward()
+        for rank in range(2):
+            got = torch.load(tmp_path / f"rank{rank}.pt")[type(objective).__name__]
+            torch.testing.assert_close(got, weights.grad, rtol=1e-5, atol=1e-7)

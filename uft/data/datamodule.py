@@ -60,7 +60,8 @@ class TargetDataModule(LightningDataModule):
         eval_batch_size: batch size of evaluation, prediction and the confidence pass (per batch, on any number
             of processes).
         num_workers: data-loading worker processes.
-        seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0.
+        seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0
+            (on several processes, rank 0's).
         crop_scale: scale range of the training RandomResizedCrop.
         recipe: makes the data into ``root`` when the folder is missing (e.g. ``uft.world.WorldBenchmark``); list
             and class-name paths are then usually inside ``root``.
@@ -144,6 +145,10 @@ class TargetDataModule(LightningDataModule):
             self.preprocess = self.trainer.lightning_module.preprocess
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if self.trainer is not None:
+            # Processes started by torchrun or srun seed themselves; a random `seed_everything: true` would give
+            # each its own order. Rank 0's seed is the run's.
+            self.seed = self.trainer.strategy.broadcast(self.seed, src=0)
         if stage == "fit":
             per_process_batch(self.batch_size, self._world()[1])
             if len(self.target_samples) < self.batch_size:
