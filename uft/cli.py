@@ -9,6 +9,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from uft.callbacks import MetricsJSON, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
+from uft.data.samplers import per_process_batch
 from uft.errors import InputError
 from uft.module import UFTModule
 
@@ -27,6 +28,10 @@ class UFTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.eval_splits", "model.eval_splits", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        # Refuse a global batch that does not split over the processes before they are started (one message).
+        per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
