@@ -105,3 +105,16 @@ def test_frozen_context_encodes_class_texts_once():
     assert len(calls) == 1
     torch.testing.assert_close(module._frozen_text, original())
     assert module.visual_norms[0].grad is not None and module.prompts.ctx.grad is None
+
+
+def test_cosine_is_float32_under_bf16_autocast():
+    """Under bf16 autocast the similarities stay float32 and close to the float32 ones (the logit scale of 100
+    would magnify bfloat16's rounding of about 4e-3)."""
+    module = make_module()
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        exact = module.cosine(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = module.cosine(images)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, rtol=0, atol=0.03)

@@ -75,8 +75,7 @@ class UFTModule(LightningModule):
     ) -> None:
         super().__init__()
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
-        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])
-        self.hparams.eval_splits = eval_splits
+        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])  # eval_splits as resolved above
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -113,7 +112,9 @@ class UFTModule(LightningModule):
         """Cosine similarities (N, K) between images and the class prompts, in float32 (also under autocast: the
         logit scale of 100 would magnify bfloat16's rounding)."""
         text = self.text_features() if text is None else text
-        return self.image_features(images).float() @ text.float().T
+        image = self.image_features(images)
+        with torch.autocast(image.device.type, enabled=False):
+            return image.float() @ text.float().T
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -194,7 +195,7 @@ class UFTModule(LightningModule):
             filled = torch.zeros(num_samples, device=self.device)
             for images, index in loader:
                 index = index.to(self.device)
-                cosine[index] = self.cosine(images.to(self.device), text).float()
+                cosine[index] = self.cosine(images.to(self.device), text)
                 filled[index] += 1
         self.train(was_training)
         sum_over_processes(cosine)
@@ -212,7 +213,7 @@ class UFTModule(LightningModule):
                     self._frozen_text = self.text_features()
             text = self._frozen_text
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
-        cosine = gather_batch(self.cosine(images, text).float())
+        cosine = gather_batch(self.cosine(images, text))
         index = gather_batch(index)
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
@@ -254,7 +255,7 @@ class UFTModule(LightningModule):
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, labels, _ = batch
-        self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text).float(), labels)
+        self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text), labels)
 
     def _eval_end(self) -> None:
         # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
