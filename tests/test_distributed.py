@@ -131,7 +131,8 @@ def test_a_dead_rank_ends_the_run(shapes_dir, tmp_path, how):
 
 
 def test_sigterm_ends_a_two_process_run(shapes_dir, tmp_path):
-    """SIGTERM to the launching process (what `timeout`, `kill` and schedulers send) ends both processes."""
+    """SIGTERM to the launching process (what `timeout`, `kill` and schedulers send) ends both processes, with the
+    conventional exit status 143 rather than Lightning's 0."""
     args = [
         "fit",
         *demo_args(shapes_dir, tmp_path, *ddp_args(2), "--trainer.max_epochs=1000"),
@@ -155,6 +156,7 @@ def test_sigterm_ends_a_two_process_run(shapes_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM  # a stopped run does not report success
     assert_gone(tmp_path)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft.callbacks import MetricsJSON, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
@@ -53,3 +55,6 @@ def main() -> None:
     except InputError as err:
         print(f"uft: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
+        print("uft: stopped by SIGTERM", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
