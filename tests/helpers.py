@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
+from uft.distributed import gather_batch
+
 
 class StopAfterEpoch(Callback):
     """Simulates an interruption: stops training after the given (0-based) epoch, once its checkpoint is saved.
@@ -35,15 +37,22 @@ class RecordTraining(Callback):
     def __init__(self, path: str) -> None:
         self.path = path
         self.losses: list[float] = []
+        self.indices: list[list[int]] = []
+        self.first_step = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.first_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
+        self.indices.append(gather_batch(batch[1]).tolist())  # the global batch's sample indices
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.global_rank == 0:
             params = {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
             table = None if pl_module.target_table is None else pl_module.target_table.cpu()
-            torch.save({"losses": self.losses, "params": params, "table": table}, self.path)
+            record = {"losses": self.losses, "params": params, "table": table}
+            torch.save({**record, "indices": self.indices, "first_step": self.first_step}, self.path)
 
 
 class FailOnRank(Callback):
@@ -74,11 +83,12 @@ class FailOnRank(Callback):
 
 class SlowSteps(Callback):
     """Sleeps before every training step, so that a test can signal a run while it trains; writes the pid of each
-    process to ``<pid_dir>/rank<r>.pid`` when training starts.
+    process to ``<pid_dir>/rank<r>.pid`` when training starts, and rank 0 the number of finished steps to
+    ``<pid_dir>/steps`` after each step.
 
     Args:
         seconds: sleep per step.
-        pid_dir: folder for the pid files.
+        pid_dir: folder for the pid and step files.
     """
 
     def __init__(self, seconds: float = 0.5, pid_dir: str = ".") -> None:
@@ -89,3 +99,7 @@ class SlowSteps(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         time.sleep(self.seconds)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 0:
+            Path(self.pid_dir, "steps").write_text(str(trainer.global_step))

@@ -55,11 +55,12 @@ def test_trained_rows_differ_from_zero_shot(shapes_dir, tmp_path):
 
 
 def test_rerun_into_the_same_folder_tests_the_new_checkpoint(shapes_dir, tmp_path):
-    """A second comparison into the same folder reports its own training, not the first run's checkpoint."""
+    """A second comparison into the same folder trains afresh and reports its own training, not the first run's
+    checkpoint; the folder keeps one last.ckpt."""
     ent = [ROOT / "configs" / "method" / "ent.yaml"]
     slow = compare([BASE], ent, tmp_path, [*overrides(shapes_dir), "--model.prompt_lr=1e-6", "--model.visual_lr=1e-6"])
     fast = compare([BASE], ent, tmp_path, [*overrides(shapes_dir), "--model.prompt_lr=0.5", "--model.visual_lr=0.5"])
-    assert (tmp_path / "ent" / "checkpoints" / "last-v1.ckpt").is_file()
+    assert [p.name for p in (tmp_path / "ent" / "checkpoints").iterdir()] == ["last.ckpt"]
     assert slow[0].metrics != fast[0].metrics
 
 

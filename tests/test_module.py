@@ -70,7 +70,6 @@ def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
 )
 def test_only_the_chosen_groups_train(tune, groups):
     module = make_module(tune=tune, prompt_lr=0.1, visual_lr=0.2)
-    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads
     config = module.configure_optimizers()
     optimizer = config["optimizer"]
     assert [g["name"] for g in optimizer.param_groups] == groups
@@ -80,7 +79,9 @@ def test_only_the_chosen_groups_train(tune, groups):
     assert trainable == {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0
     assert config["lr_scheduler"]["interval"] == "step"
-    assert config["lr_scheduler"]["scheduler"].T_max == 10
+    module._schedule_steps = 10  # what on_train_start reads from the trainer
+    factors = [module.cosine_factor(step) for step in (0, 5, 10, 12)]
+    assert factors == pytest.approx([1.0, 0.5, 0.0, 0.0])
 
 
 def test_single_template_ensemble_equals_the_initial_prompt():

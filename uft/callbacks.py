@@ -5,42 +5,65 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from uft.distributed import sum_over_processes
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that keeps ``last.ckpt`` in ``<default_root_dir>/checkpoints`` unless told otherwise.
+    """One ``last.ckpt`` per run folder, fresh enough that a killed job loses little, and exact to resume from.
 
-    Loggers give every run a new version folder; keeping checkpoints in one folder per experiment is what lets a
-    later ``uft fit ... --ckpt_path last`` find the checkpoint of the interrupted run.
+    ``<default_root_dir>/checkpoints/last.ckpt`` is rewritten at the end of every epoch, after every
+    ``every_n_minutes`` of training, every ``every_n_train_steps`` optimiser steps if set, and when the run is
+    stopped by SIGTERM, Ctrl-C or SLURM's pre-emption signal. Each save is written beside the file and then renamed
+    over it, so a kill during a save leaves the previous checkpoint whole. Saves happen only between steps, so a
+    checkpoint always holds a consistent state: parameters, optimiser, scheduler, per-sample table and the
+    loader's place in the epoch.
+
+    Signals: SIGTERM, Ctrl-C (SIGINT; a second Ctrl-C aborts at once) and SIGUSR1 stop training at the end of the
+    current step, on every process at the same step (a signal to any one process is enough), save ``last.ckpt``
+    and exit with status 143. Under SLURM, SIGUSR1 (``#SBATCH --signal=SIGUSR1@90``) also requeues the job
+    (``scontrol requeue``), which continues with ``--ckpt_path last``. A signal during an evaluation takes effect
+    at the next training step. There is never a ``last-v1.ckpt``: the CLI refuses to start a new run over an earlier
+    run's checkpoint (see ``uft fit --help``, ``--fresh``).
 
     Args:
         dirpath: checkpoint folder; default ``<trainer.default_root_dir>/checkpoints``.
-        save_last: write ``last.ckpt`` at every save.
-        save_top_k: number of best checkpoints to keep besides ``last`` (0: ``last`` only).
-        every_n_epochs: save every this many epochs.
-        kwargs: further ``ModelCheckpoint`` arguments.
+        every_n_minutes: also save after this much training time since the last save; ``None``: off. The default,
+            2, bounds what a job killed without warning (SIGKILL, out of memory, a lost node) loses to 2 minutes;
+            a checkpoint holds only the trained parameters and the table, so a save costs well under a second.
+        every_n_train_steps: also save every this many optimiser steps; ``None``: off.
     """
 
     def __init__(
-        self,
-        dirpath: str | None = None,
-        save_last: bool = True,
-        save_top_k: int = 0,
-        every_n_epochs: int = 1,
-        **kwargs,
+        self, dirpath: str | None = None, every_n_minutes: float | None = 2.0, every_n_train_steps: int | None = None
     ) -> None:
-        super().__init__(
-            dirpath=dirpath, save_last=save_last, save_top_k=save_top_k, every_n_epochs=every_n_epochs, **kwargs
-        )
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
+        self.every_n_minutes = every_n_minutes
+        self.save_every_n_steps = every_n_train_steps
+        self._last_save_time = 0.0
+        self._handlers: dict[int, object] = {}
+        self._stop_signal = 0
 
     def _default_dir(self, trainer: Trainer) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+
+    def last_path(self, trainer: Trainer) -> Path:
+        """Where ``last.ckpt`` of this run lives."""
+        self._default_dir(trainer)
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._default_dir(trainer)
@@ -50,6 +73,69 @@ class RunCheckpoint(ModelCheckpoint):
         # Called to resolve `ckpt_path="last"` before `setup`.
         self._default_dir(trainer)
         return super()._find_last_checkpoints(trainer)
+
+    # ---------------------------------------------------------------- when to save
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._last_save_time = time.monotonic()
+        self._stop_signal = 0
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                self._handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT:
+            if self._stop_signal:
+                signal.default_int_handler(signum, frame)  # a second Ctrl-C aborts at once
+            print("uft: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        self._stop_signal = self._stop_signal or signum
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
+        late = self.every_n_minutes is not None and time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
+        # Every process must take part in a save, and stop at the same step: agree on both, in one collective.
+        flags = sum_over_processes(torch.tensor([late, bool(self._stop_signal)], device=pl_module.device).float())
+        late, stop = bool(flags[0]), bool(flags[1])
+        due = bool(self.save_every_n_steps) and trainer.global_step % self.save_every_n_steps == 0
+        if due or late or stop:
+            self._save_last(trainer)
+        if stop:
+            rank_zero_info(f"uft: stopped; checkpoint {self.last_model_path} resumes with --ckpt_path last")
+            if self._stop_signal == signal.SIGUSR1 and trainer.is_global_zero and "SLURM_JOB_ID" in os.environ:
+                self._requeue()
+            raise SIGTERMException  # Lightning's own way out of `fit` (the CLI exits with status 143)
+
+    @staticmethod
+    def _requeue() -> None:
+        job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        subprocess.run(["scontrol", "requeue", f"{job}_{task}" if task else job], check=False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pass  # saves happen at the end of the training epoch, never in the middle of an evaluation
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        pass  # a failure may strike in the middle of a step: keep the last consistent save
+
+    # ---------------------------------------------------------------- how to save
+    def _save_last(self, trainer: Trainer) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_save_time = time.monotonic()
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        partial = f"{filepath}.part"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)  # atomic: a reader sees the old file or the new one, never half of one
+        self._last_checkpoint_saved = filepath
 
 
 class MetricsJSON(Callback):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft.callbacks import MetricsJSON, RunCheckpoint
@@ -21,6 +23,8 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
 # Logged metrics are computed from states already gathered over all processes: the same value on each.
 warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*")
+# `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
+warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
 
 
 class UFTCLI(LightningCLI):
@@ -30,10 +34,34 @@ class UFTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.eval_splits", "model.eval_splits", apply_on="instantiate")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")  # --checkpoint.every_n_minutes ...
+        parser.add_argument(
+            "--fresh",
+            action="store_true",
+            help="fit: start a new run although the checkpoint folder holds an earlier run's last.ckpt, which this "
+            "run's first save replaces (without it, such a fit is refused: resume it with --ckpt_path last)",
+        )
 
     def before_fit(self) -> None:
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
+        config = self.config[self.subcommand]
+        checkpoint = self.trainer.checkpoint_callback
+        if isinstance(checkpoint, RunCheckpoint):
+            check_run_folder(checkpoint.last_path(self.trainer), config.get("ckpt_path"), config.get("fresh", False))
+
+
+def check_run_folder(last: Path, ckpt_path: str | None, fresh: bool) -> None:
+    """One ``last.ckpt`` per run folder: a new fit never silently starts beside (or over) an earlier run."""
+    if ckpt_path == "last" and not last.exists():
+        rank_zero_info(f"uft: no checkpoint to resume in {last.parent}: starting from scratch")
+    elif ckpt_path is None and last.exists():
+        if not fresh:
+            raise InputError(
+                f"{last} holds an earlier run: resume it with --ckpt_path last, or start afresh with --fresh (which "
+                "replaces it) or another --trainer.default_root_dir"
+            )
+        rank_zero_info(f"uft: --fresh: starting a new run; its first save replaces {last}")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
@@ -44,7 +72,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [RunCheckpoint(), MetricsJSON()]},
+        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [MetricsJSON()]},
     )
 
 
@@ -56,5 +84,5 @@ def main() -> None:
         print(f"uft: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
-        print("uft: stopped by SIGTERM", file=sys.stderr)
+        print("uft: stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)

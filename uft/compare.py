@@ -52,8 +52,8 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Ro
     common = [*configs, f"--trainer.default_root_dir={root}", *extra]
     ckpt = []
     if not is_zero_shot(method):
-        fitted = cli_main(["fit", *common])
-        # The checkpoint this fit wrote: rerunning into the same folder writes `last-v1.ckpt` beside the old one.
+        # Each comparison trains afresh: a rerun into the same folder replaces the earlier run's checkpoint.
+        fitted = cli_main(["fit", *common, "--fresh"])
         ckpt = [f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"]
     tested = cli_main(["test", *common, *ckpt])
     metrics = json.loads((Path(tested.trainer.log_dir) / "metrics.json").read_text())

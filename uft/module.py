@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
@@ -21,6 +22,8 @@ from uft.objectives import Objective
 from uft.prompts import PromptLearner
 
 TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
+TABLE_SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
+SCHEDULE_KEY = "uft_schedule_steps"  # the number of optimiser steps the default cosine schedule was planned over
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
@@ -47,7 +50,9 @@ class UFTModule(LightningModule):
         prompt_lr: learning rate of the prompt context.
         visual_lr: learning rate of the visual norm affines.
         optimizer: optimiser class and arguments; receives the two parameter groups with their learning rates.
-        scheduler: learning-rate scheduler stepped every iteration; default cosine annealing over the whole run.
+        scheduler: learning-rate scheduler stepped every iteration; default cosine annealing to zero over the whole
+            run. A resumed run whose length changed (``max_epochs``, batch size) re-plans the default schedule over
+            the new number of steps from the step it is at, and says so.
         zero_shot_templates: evaluate with fixed class texts averaged over these templates (``"a photo of a {}."``)
             instead of the prompt context: the template-ensemble zero-shot baseline (evaluation only).
         eval_splits: names of the evaluation dataloaders, in their order (linked from the data module); default
@@ -92,6 +97,9 @@ class UFTModule(LightningModule):
                 p.data = p.data.to(getattr(torch, frozen_dtype))
         self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in eval_splits})
         self.target_table: Tensor | None = None
+        self._table_source: str | None = None  # of a table read from a checkpoint
+        self._schedule_steps: int | None = None
+        self._planned_steps: int | None = None  # of a checkpoint
         self._eval_text: Tensor | None = None
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
@@ -165,9 +173,15 @@ class UFTModule(LightningModule):
             )
 
     def on_train_start(self) -> None:
+        self._plan_schedule()
         if not self.objective.needs_table:
             return
         data = self._target_data()
+        if self._table_source is not None and self._table_source != self.objective.table_source():
+            raise InputError(
+                f"the checkpoint's per-sample table was made by {self._table_source}, but this run's objective is "
+                f"{self.objective.table_source()}: resume with the objective the run started with"
+            )
         if self.target_table is None:
             labels = data.target_labels() if self.objective.uses_labels else None
             cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples)
@@ -228,11 +242,33 @@ class UFTModule(LightningModule):
             groups.append({"params": self.visual_norms, "lr": self.hparams.visual_lr, "name": "visual_norms"})
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
-            steps = max(int(self.trainer.estimated_stepping_batches), 1)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            # The length of the run is read at `on_train_start`, once a checkpoint (and the loader's place in the
+            # epoch) is restored: `estimated_stepping_batches` here would load the training data too early for that.
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.cosine_factor(step))
         else:
             scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def cosine_factor(self, step: int) -> float:
+        """The default schedule, ``(1 + cos(pi * step / T)) / 2`` over the ``T`` optimiser steps of the run."""
+        total = self._schedule_steps
+        return 1.0 if not total else 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    def _plan_schedule(self) -> None:
+        if self.scheduler_factory is not None:
+            return
+        self._schedule_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        (config,) = self.trainer.lr_scheduler_configs
+        step = config.scheduler.last_epoch
+        for group, base in zip(config.scheduler.optimizer.param_groups, config.scheduler.base_lrs):
+            group["lr"] = base * self.cosine_factor(step)
+        if self._planned_steps is not None and self._planned_steps != self._schedule_steps:
+            rank_zero_info(
+                f"uft: the run now has {self._schedule_steps} optimiser steps instead of {self._planned_steps} "
+                f"(max_epochs or batch size changed): the cosine schedule is re-planned over "
+                f"{self._schedule_steps} steps from step {step} (learning-rate factor now "
+                f"{self.cosine_factor(step):.3f})"
+            )
 
     # ---------------------------------------------------------------- evaluation
     def _split_name(self, dataloader_idx: int) -> str:
@@ -301,6 +337,9 @@ class UFTModule(LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
         if self.target_table is not None:
             checkpoint[TABLE_KEY] = self.target_table.cpu()
+            checkpoint[TABLE_SOURCE_KEY] = self.objective.table_source()
+        if self._schedule_steps is not None:
+            checkpoint[SCHEDULE_KEY] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         unexpected = sorted(set(checkpoint["state_dict"]) - set(self.state_dict()))
@@ -310,3 +349,5 @@ class UFTModule(LightningModule):
                 f"was it trained with another model_name?"
             )
         self.target_table = checkpoint.get(TABLE_KEY)
+        self._table_source = checkpoint.get(TABLE_SOURCE_KEY)
+        self._planned_steps = checkpoint.get(SCHEDULE_KEY)

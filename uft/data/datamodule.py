@@ -21,7 +21,7 @@ from uft.data.lists import (
     scan_image_folder,
 )
 from uft.data.recipes import DataRecipe
-from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, per_process_batch
+from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -162,19 +162,13 @@ class TargetDataModule(LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset, batch_size: int, sampler) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader_options(self) -> dict:
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
 
     def _eval_loader(self, dataset) -> DataLoader:
         rank, world_size = self._world()
         sampler = BatchShardSampler(len(dataset), self.eval_batch_size, rank, world_size)
-        return self._loader(dataset, self.eval_batch_size, sampler)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def train_dataloader(self) -> DataLoader:
         dataset = ImageListDataset(
@@ -182,7 +176,7 @@ class TargetDataModule(LightningDataModule):
         )
         rank, world_size = self._world()
         sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world_size)
-        return self._loader(dataset, sampler.local_batch_size, sampler)
+        return ResumableLoader(dataset, sampler, **self._loader_options())
 
     def _eval_loaders(self) -> list[DataLoader]:
         transform = eval_transform(self.preprocess)

@@ -1,4 +1,5 @@
-"""Samplers that give every process its share of one global order, so the number of processes changes nothing.
+"""Samplers that give every process its share of one global order, so the number of processes changes nothing,
+and the training loader that resumes in the middle of an epoch.
 
 Both subclass ``DistributedSampler`` only so that Lightning recognises them as already distributed and leaves them
 alone (it would otherwise wrap them and deal every W-th index to each process).
@@ -10,7 +11,7 @@ import hashlib
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from uft.errors import InputError
 
@@ -39,7 +40,8 @@ class GlobalBatchSampler(DistributedSampler):
     ``batch_size / world_size`` therefore gives each process its slice of exactly the batches a single process
     would see. Only full global batches are used: the last ``num_samples mod batch_size`` samples of each epoch's
     order (a different set every epoch) wait for a later epoch, so every process holds the same number of equal
-    batches. Lightning calls ``set_epoch`` at the start of each epoch, so a resumed run sees the same order.
+    batches. Lightning calls ``set_epoch`` at the start of each epoch; ``skip_batches`` makes the next iteration
+    start after that many global batches of the epoch (a run resumed mid-epoch), then resets.
 
     Args:
         num_samples: dataset length.
@@ -58,6 +60,7 @@ class GlobalBatchSampler(DistributedSampler):
         self.batch_size = batch_size
         self.local_batch_size = per_process_batch(batch_size, world_size)
         self.num_batches = num_samples // batch_size
+        self.skip_batches = 0
 
     def __len__(self) -> int:
         return self.num_batches * self.local_batch_size
@@ -71,11 +74,60 @@ class GlobalBatchSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order, b = self.global_order(), self.local_batch_size
+        first, self.skip_batches = self.skip_batches, 0
         keys = []
-        for start in range(0, self.num_batches * self.batch_size, self.batch_size):
-            first = start + self.rank * b
-            keys.extend((i, self.epoch) for i in order[first : first + b])
+        for start in range(first * self.batch_size, self.num_batches * self.batch_size, self.batch_size):
+            offset = start + self.rank * b
+            keys.extend((i, self.epoch) for i in order[offset : offset + b])
         return iter(keys)
+
+
+class ResumableLoader(DataLoader):
+    """The training ``DataLoader`` over a :class:`GlobalBatchSampler` that knows its place in the epoch.
+
+    Lightning saves ``state_dict()`` in every checkpoint and, on resume, calls ``load_state_dict`` before the first
+    batch: the epoch then continues with exactly the global batches an uninterrupted run would have seen next. The
+    position counts global batches, so a checkpoint written on W processes resumes on any number of them. A
+    changed target set, or a changed batch size in the middle of an epoch, is refused.
+    """
+
+    sampler: GlobalBatchSampler
+
+    def __init__(self, dataset, sampler: GlobalBatchSampler, **kwargs) -> None:
+        super().__init__(dataset, batch_size=sampler.local_batch_size, sampler=sampler, **kwargs)
+        self._epoch, self._batches_done = 0, 0
+
+    def __iter__(self):
+        self._epoch, self._batches_done = self.sampler.epoch, self.sampler.skip_batches
+        for batch in super().__iter__():
+            self._batches_done += 1  # counted when handed over: workers may have fetched more
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self._epoch,
+            "batches_done": self._batches_done,
+            "batch_size": self.sampler.batch_size,
+            "num_samples": self.sampler.num_samples,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self.sampler
+        if state["num_samples"] != sampler.num_samples:
+            raise InputError(
+                f"the checkpoint was trained on {state['num_samples']} target images but the target set now has "
+                f"{sampler.num_samples}: resume with the data the run started with"
+            )
+        epoch, done = state["epoch"], state["batches_done"]
+        if done * state["batch_size"] >= sampler.num_batches * sampler.batch_size:
+            epoch, done = epoch + 1, 0  # saved at the end of an epoch
+        elif done and state["batch_size"] != sampler.batch_size:
+            raise InputError(
+                f"the checkpoint was saved in the middle of an epoch with data.batch_size={state['batch_size']}: "
+                f"resume it with the same batch size (now {sampler.batch_size})"
+            )
+        sampler.set_epoch(epoch)
+        sampler.skip_batches = done
 
 
 class BatchShardSampler(DistributedSampler):

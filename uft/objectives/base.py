@@ -22,6 +22,16 @@ class Objective(nn.Module):
     needs_table: bool = False
     uses_labels: bool = False
 
+    def table_source(self) -> str:
+        """What made the per-sample table: the class and its settings, e.g. ``UEO(tau=1.0, trade=1.0)``. Stored
+        with checkpoints, so that a table is never reused by another objective."""
+        settings = {
+            k: v
+            for k, v in vars(self).items()
+            if k != "training" and not k.startswith("_") and isinstance(v, (int, float, str))
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in sorted(settings.items()))})"
+
     def prepare(self, cosine: Tensor, labels: Tensor | None = None) -> Tensor:
         """The per-sample table from zero-shot cosine similarities (N, K) of the target set; shape (N,)."""
         raise NotImplementedError(f"{type(self).__name__} does not use a per-sample table")
