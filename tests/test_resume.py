@@ -50,11 +50,11 @@ def fit(args: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def interrupt(args: list[str], root: Path, after_steps: int, signum: int) -> int:
+def interrupt(args: list[str], root: Path, after_steps: int, signum: int, **env_extra: str) -> int:
     """Start a slowed-down fit, send ``signum`` once rank 0 has finished ``after_steps`` steps (SIGKILL goes to
     every process, as when a job is killed), wait for all processes to end; return the exit status."""
     slow = ["--trainer.callbacks+=tests.helpers.SlowSteps", "--trainer.callbacks.seconds=0.3"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", **env_extra}
     cmd = [sys.executable, "-m", "uft", *args, *slow, f"--trainer.callbacks.pid_dir={root}"]
     root.mkdir(parents=True, exist_ok=True)
     with (root / "interrupted.log").open("w") as log:
@@ -145,6 +145,22 @@ def test_ctrl_c_and_sigterm_save_a_checkpoint_that_resumes_exactly(shapes_dir, t
     assert not list((cut / "checkpoints").glob("*.part"))
     fit(run_args(shapes_dir, cut, 1, "sgd-momentum", "resumed.pt", "--ckpt_path=last"))
     assert_resumed_exactly(full, cut, "resumed.pt", atol=1e-6)
+
+
+def test_sigusr1_saves_and_requeues_the_slurm_job(shapes_dir, tmp_path):
+    """SLURM's pre-emption signal (`#SBATCH --signal=SIGUSR1@90`) under a SLURM job: the run stops at a step,
+    saves, asks `scontrol requeue <job>` (a stand-in on PATH records the call) and exits 143."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    cut = tmp_path / "cut"
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    args = run_args(shapes_dir, cut, 1, "sgd-momentum", "stopped.pt")
+    status = interrupt(args, cut, 7, signal.SIGUSR1, PATH=path, SLURM_JOB_ID="4242")
+    assert status == 128 + signal.SIGTERM
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert 7 <= checkpoint_step(cut) <= 8
 
 
 def test_a_new_fit_never_starts_beside_an_earlier_run(shapes_dir, tmp_path, caplog):
