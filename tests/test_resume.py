@@ -195,3 +195,11 @@ def test_a_table_made_by_another_objective_is_refused(shapes_dir, tmp_path):
     for objective in ("--model.objective=uft.objectives.UPL", "--model.objective.tau=0.5"):
         with pytest.raises(InputError, match=r"table was made by UEO\(tau=1.0, trade=1.0\)"):
             cli_main(["fit", *args, objective, "--trainer.max_epochs=2", "--ckpt_path=last"])
+
+
+def test_signal_handlers_are_restored_after_fit(shapes_dir, tmp_path):
+    """After `fit` (ended normally), SIGTERM, SIGINT and SIGUSR1 are handled as before it: a program that runs
+    several fits (the comparison runner) still stops on SIGTERM."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -89,10 +89,14 @@ class RunCheckpoint(ModelCheckpoint):
             print("uft: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
         self._stop_signal = self._stop_signal or signum
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    def _restore_handlers(self) -> None:
+        # Before Lightning's teardown restores its own: the process must answer SIGTERM normally after `fit`.
         for signum, handler in self._handlers.items():
             signal.signal(signum, handler)
         self._handlers = {}
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_handlers()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
         late = self.every_n_minutes is not None and time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
@@ -121,7 +125,8 @@ class RunCheckpoint(ModelCheckpoint):
         pass  # saves happen at the end of the training epoch, never in the middle of an evaluation
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        pass  # a failure may strike in the middle of a step: keep the last consistent save
+        # No save: a failure may strike in the middle of a step, so the last consistent save is kept.
+        self._restore_handlers()
 
     # ---------------------------------------------------------------- how to save
     def _save_last(self, trainer: Trainer) -> None:
