@@ -103,3 +103,20 @@ class SlowSteps(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_rank == 0:
             Path(self.pid_dir, "steps").write_text(str(trainer.global_step))
+
+
+class BlowUpAt(Callback):
+    """Sets every learning rate to ``lr`` from training step ``step`` on: a run that diverges mid-way.
+
+    Args:
+        step: first step with the huge rate.
+        lr: the rate.
+    """
+
+    def __init__(self, step: int = 3, lr: float = 1e30) -> None:
+        self.step, self.lr = step, lr
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = self.lr

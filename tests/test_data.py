@@ -526,6 +526,22 @@ def _case_empty_target_set(tmp_path, data):
     return [f"--data.train_list={listing}", "--data.split.target_classes=5-6"], ["empty target set", "5-6"]
 
 
+def _case_negative_learning_rate(tmp_path, data):
+    return ["--model.prompt_lr=-0.1"], ["model.prompt_lr must be a positive learning rate, got -0.1"]
+
+
+def _case_batch_size_zero(tmp_path, data):
+    return ["--data.batch_size=0"], ["data.batch_size must be a positive number of images, got 0"]
+
+
+def _case_nothing_to_train(tmp_path, data):
+    return ["--trainer.max_epochs=0"], ["nothing to train", "max_epochs"]
+
+
+def _case_diverged(tmp_path, data):
+    return ["--model.prompt_lr=1e30", "--model.visual_lr=1e30"], ["training diverged at step 1: the loss is nan"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
@@ -535,11 +551,17 @@ def _case_empty_target_set(tmp_path, data):
         _case_label_out_of_range,
         _case_num_known_too_large,
         _case_empty_target_set,
+        _case_negative_learning_rate,
+        _case_batch_size_zero,
+        _case_nothing_to_train,
+        _case_diverged,
     ],
     ids=lambda f: f.__name__[len("_case_") :],
 )
 def test_cli_bad_input(tmp_path, case, shapes_dir):
-    """`uft fit` on bad input exits 2 with one 'uft: error:' line naming the problem, no traceback, no checkpoint."""
+    """`uft fit` on bad input exits 2 with one 'uft: error:' line naming the problem, no traceback, no checkpoint
+    (a diverged run: none with non-finite values), and the data it read unchanged."""
+    before = {p: p.read_bytes() for p in shapes_dir.rglob("*") if p.is_file()}
     extra, fragments = case(tmp_path, shapes_dir)
     cmd = [sys.executable, "-m", "uft", "fit", *demo_args(shapes_dir, tmp_path / "run")]
     proc = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -549,7 +571,10 @@ def test_cli_bad_input(tmp_path, case, shapes_dir):
     for fragment in fragments:
         assert fragment in errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert not list(tmp_path.rglob("*.ckpt"))
+    for ckpt in tmp_path.rglob("*.ckpt"):
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        assert case is _case_diverged and all(torch.isfinite(v).all() for v in state.values())
+    assert {p: p.read_bytes() for p in shapes_dir.rglob("*") if p.is_file()} == before
 
 
 def test_read_list_file_accepts_tab_separated_labels(real_world, tmp_path):

@@ -253,3 +253,12 @@ def test_distributed_two_processes_equal_single_process(tmp_path, split):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert_metrics_close(got, single, tol=1e-12)
     assert_metrics_close(single, sklearn_reference(logits, labels, DIST_K))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_scores_are_refused(bad):
+    """NaN would sort as the highest score and make a perfect detector; the metric refuses it."""
+    logits, labels = random_data(0, 20, 5)
+    logits[3, 1] = bad
+    with pytest.raises(ValueError, match="scores must be finite"):
+        OpenSetMetrics(5).update(logits, labels)

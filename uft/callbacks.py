@@ -132,6 +132,9 @@ class RunCheckpoint(ModelCheckpoint):
     def _save_last(self, trainer: Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
             return
+        trained = (p for p in trainer.lightning_module.parameters() if p.requires_grad)
+        if not all(bool(torch.isfinite(p).all()) for p in trained):
+            return  # a diverged state never replaces the last good checkpoint (the module stops the run)
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_save_time = time.monotonic()
 

@@ -42,13 +42,29 @@ class UFTCLI(LightningCLI):
             "run's first save replaces (without it, such a fit is refused: resume it with --ckpt_path last)",
         )
 
+    def before_validate(self) -> None:
+        check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
+
+    def before_test(self) -> None:
+        check_evaluation(self.datamodule, self.trainer.limit_test_batches, "limit_test_batches")
+
     def before_fit(self) -> None:
+        if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0 or self.trainer.limit_train_batches == 0:
+            raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
         config = self.config[self.subcommand]
         checkpoint = self.trainer.checkpoint_callback
         if isinstance(checkpoint, RunCheckpoint):
             check_run_folder(checkpoint.last_path(self.trainer), config.get("ckpt_path"), config.get("fresh", False))
+
+
+def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: str) -> None:
+    """`validate`/`test` that would evaluate nothing stop with the reason instead of exiting 0 without metrics."""
+    if not datamodule.eval_splits:
+        raise InputError("nothing to evaluate: the target data has no labels and there is no data.test_list")
+    if limit == 0:
+        raise InputError(f"nothing to evaluate: trainer.{option} is 0")
 
 
 def check_run_folder(last: Path, ckpt_path: str | None, fresh: bool) -> None:

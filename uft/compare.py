@@ -53,7 +53,8 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Ro
     ckpt = []
     if not is_zero_shot(method):
         # Each comparison trains afresh: a rerun into the same folder replaces the earlier run's checkpoint.
-        fitted = cli_main(["fit", *common, "--fresh"])
+        # No per-epoch validation: the row is the last checkpoint's `uft test`.
+        fitted = cli_main(["fit", *common, "--fresh", "--trainer.limit_val_batches=0"])
         ckpt = [f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"]
     tested = cli_main(["test", *common, *ckpt])
     metrics = json.loads((Path(tested.trainer.log_dir) / "metrics.json").read_text())

@@ -84,6 +84,8 @@ class OpenSetMetrics(Metric):
     def update(self, logits: Tensor, labels: Tensor) -> None:
         if logits.shape[-1] != self.num_known:
             raise ValueError(f"expected scores over {self.num_known} known classes, got shape {tuple(logits.shape)}")
+        if not torch.isfinite(logits).all():  # NaN would sort as the largest score: a "perfect" detector
+            raise ValueError("OpenSetMetrics: scores must be finite (NaN or inf cannot be ranked)")
         probs = torch.softmax(logits.float(), dim=-1)
         msp, preds = probs.max(dim=-1)
         self.msp.append(msp)

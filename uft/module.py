@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
 from uft.data.contract import TargetData
 from uft.distributed import gather_batch, sum_over_processes
-from uft.errors import InputError
+from uft.errors import Diverged, InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
 from uft.prompts import PromptLearner
@@ -79,6 +79,9 @@ class UFTModule(LightningModule):
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
     ) -> None:
         super().__init__()
+        for name, lr in (("prompt_lr", prompt_lr), ("visual_lr", visual_lr)):
+            if not (math.isfinite(lr) and lr > 0):
+                raise InputError(f"model.{name} must be a positive learning rate, got {lr}")
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])  # eval_splits as resolved above
         self.objective = objective
@@ -100,6 +103,7 @@ class UFTModule(LightningModule):
         self._table_source: str | None = None  # of a table read from a checkpoint
         self._schedule_steps: int | None = None
         self._planned_steps: int | None = None  # of a checkpoint
+        self._last_finite_loss: tuple[int, float] | None = None  # (step, loss), for the divergence message
         self._eval_text: Tensor | None = None
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
@@ -231,8 +235,27 @@ class UFTModule(LightningModule):
         index = gather_batch(index)
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
+        value = float(loss)  # the same on every process: they all stop at the same step
+        if not math.isfinite(value):
+            raise Diverged(self._divergence(f"the loss is {value}"))
+        self._last_finite_loss = (self.global_step, value)
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # After the optimiser step (the checkpoint callback refuses to save such a state before this runs).
+        bad = [name for name, p in self.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            raise Diverged(self._divergence(f"the parameters {', '.join(bad[:3])} are no longer finite"))
+
+    def _divergence(self, what: str) -> str:
+        rates = ", ".join(f"{g['name']} {g['lr']:.3g}" for g in self.trainer.optimizers[0].param_groups)
+        last = self._last_finite_loss
+        before = f"; last finite loss {last[1]:.6g} at step {last[0]}" if last else ""
+        return (
+            f"training diverged at step {self.global_step}: {what} (learning rates: {rates}{before}); lower "
+            "model.prompt_lr / model.visual_lr. The last saved checkpoint was left as it was"
+        )
 
     def configure_optimizers(self):
         groups = []
@@ -291,7 +314,13 @@ class UFTModule(LightningModule):
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, labels, _ = batch
-        self.metrics[self._split_name(dataloader_idx)].update(self.cosine(images, self._eval_text), labels)
+        split, scores = self._split_name(dataloader_idx), self.cosine(images, self._eval_text)
+        if not torch.isfinite(scores).all():
+            raise InputError(
+                f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
+                "run's checkpoint?); no metric can be computed from them"
+            )
+        self.metrics[split].update(scores, labels)
 
     def _eval_end(self) -> None:
         # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
@@ -342,6 +371,9 @@ class UFTModule(LightningModule):
             checkpoint[SCHEDULE_KEY] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        broken = [k for k, v in checkpoint["state_dict"].items() if not torch.isfinite(v).all()]
+        if broken:
+            raise InputError(f"the checkpoint holds non-finite parameters ({', '.join(broken[:3])}): a diverged run's")
         unexpected = sorted(set(checkpoint["state_dict"]) - set(self.state_dict()))
         if unexpected:
             raise InputError(

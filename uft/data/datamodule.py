@@ -116,6 +116,11 @@ class TargetDataModule(LightningDataModule):
             raise InputError(f"empty target set: no image of target classes {split.target_classes!r} in {where}")
         if test_list and not self.test_samples:
             raise InputError(f"empty test set: no image of test classes {split.test_classes!r} in {test_list}")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise InputError(f"data.{name} must be a positive number of images, got {value}")
+        if num_workers < 0:
+            raise InputError(f"data.num_workers must be 0 or more, got {num_workers}")
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed = seed
         self.crop_scale = crop_scale
