@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from uft.errors import InputError
 from uft.metrics import METRIC_NAMES
 from uft.module import TABLE_KEY, UFTModule
 
-from .conftest import demo_args
+from .conftest import ROOT, demo_args
 
 
 def metrics_of(cli) -> dict:
@@ -55,16 +56,38 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
                 assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (command, split, name)
 
 
-def test_checkpoint_rebuilds_its_model_and_another_architecture_is_refused(shapes_dir, tmp_path):
-    """The CLI rebuilds the module from the checkpoint's hyper-parameters; a module of another architecture
-    refuses the checkpoint's parameters instead of silently ignoring them."""
-    cli_main(["fit", *demo_args(shapes_dir, tmp_path), "--trainer.max_epochs=1"])
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    args = [*demo_args(shapes_dir, tmp_path), "--model.model_name=uft-tiny-rn", f"--ckpt_path={ckpt}"]
-    assert cli_main(["validate", *args]).model.hparams.model_name == "uft-tiny-vit"
+def test_typed_arguments_win_over_the_checkpoint_and_conflicts_are_refused(shapes_dir, tmp_path):
+    """With --ckpt_path the configuration comes from what the user typed: a compatible value is used (another
+    logit scale; the same weights by another path), a conflicting one is refused naming both values."""
+    weights = ROOT / "data" / "world" / "uft-world-vit.pt"
+    world = ["--model.model_name=uft-world-vit", f"--model.pretrained={weights.relative_to(ROOT)}"]
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path, *world, "--trainer.max_epochs=1")])
+    ckpt = f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
+
+    same_weights_elsewhere = [*world[:1], f"--model.pretrained={weights}", "--model.logit_scale=50"]
+    used = cli_main(["validate", *demo_args(shapes_dir, tmp_path, *same_weights_elsewhere), ckpt])
+    assert used.model.hparams.logit_scale == 50 and used.model.hparams.pretrained == str(weights)
+
+    other_weights = tmp_path / "other.pt"
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state["logit_scale"] = state["logit_scale"] + 1
+    torch.save(state, other_weights)
+    conflicts = [
+        (["--model.model_name=uft-tiny-vit", "--model.pretrained=null"], "model_name: checkpoint 'uft-world-vit', "),
+        ([*world[:1], f"--model.pretrained={other_weights}"], "weights: checkpoint 'sha256:"),
+        ([*world, "--data.split.num_known=4"], "class_names: checkpoint ['circle', "),
+        ([*world, "--model.ctx_init=a photo"], "context_length: checkpoint 4, configured 2"),
+    ]
+    for args, message in conflicts:
+        with pytest.raises(InputError, match=re.escape(message)):
+            cli_main(["validate", *demo_args(shapes_dir, tmp_path, *args), ckpt])
+    with pytest.raises(InputError, match=re.escape("tune: checkpoint 'both', configured 'prompt'")):
+        cli_main(
+            ["fit", *demo_args(shapes_dir, tmp_path, *world, "--model.tune=prompt", "--trainer.max_epochs=2"), ckpt]
+        )
     other = UFTModule(["a", "b"], objective=None, model_name="uft-tiny-rn", pretrained=None)
-    with pytest.raises(InputError, match="another model_name"):
-        other.on_load_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=False))
+    with pytest.raises(InputError, match="model_name: checkpoint 'uft-world-vit', configured 'uft-tiny-rn'"):
+        other.on_load_checkpoint(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True))
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch):

@@ -27,8 +27,8 @@ def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_checkp
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] in (3, 4)
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
-    model = UFTModule([f"c{i}" for i in range(5)], model_name="uft-tiny-vit", pretrained=None)
-    model.on_load_checkpoint(checkpoint)  # loadable: no non-finite value, the right parameters
+    names = checkpoint["hyper_parameters"]["class_names"]
+    UFTModule(names, model_name="uft-tiny-vit", pretrained=None).on_load_checkpoint(checkpoint)  # loads
 
 
 def test_a_diverged_checkpoint_is_refused_and_nan_scores_give_no_metrics(shapes_dir, tmp_path):

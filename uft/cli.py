@@ -42,6 +42,11 @@ class UFTCLI(LightningCLI):
             "run's first save replaces (without it, such a fit is refused: resume it with --ckpt_path last)",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would replace the configured model arguments with the checkpoint's hyper-parameters. Here the
+        # configuration the user typed wins; the module refuses a checkpoint that cannot work with it.
+        pass
+
     def before_validate(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
 

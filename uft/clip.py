@@ -9,6 +9,7 @@ open_clip on import, for tests and the demo.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,27 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Image
     model.requires_grad_(False)
     model.eval()
     return model, preprocess_of(model)
+
+
+def weights_identity(pretrained: str | None) -> str:
+    """What identifies the pretrained weights: ``sha256:<hex>`` of a local file (so a checkpoint trained on
+    ``data/w.pt`` matches ``/abs/path/w.pt``), the open_clip tag, or ``random``."""
+    if not pretrained:
+        return "random"
+    path = Path(pretrained)
+    if not path.is_file():
+        return pretrained
+    stat = path.resolve().stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def preprocess_of(model: nn.Module) -> ImagePreprocess:

@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
+from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters, weights_identity
 from uft.data.contract import TargetData
 from uft.distributed import gather_batch, sum_over_processes
 from uft.errors import Diverged, InputError
@@ -24,6 +24,7 @@ from uft.prompts import PromptLearner
 TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
 TABLE_SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
 SCHEDULE_KEY = "uft_schedule_steps"  # the number of optimiser steps the default cosine schedule was planned over
+IDENTITY_KEY = "uft_model_identity"  # what a checkpoint's parameters only make sense with
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
@@ -369,8 +370,33 @@ class UFTModule(LightningModule):
             checkpoint[TABLE_SOURCE_KEY] = self.objective.table_source()
         if self._schedule_steps is not None:
             checkpoint[SCHEDULE_KEY] = self._schedule_steps
+        checkpoint[IDENTITY_KEY] = self.identity()
+
+    def identity(self) -> dict:
+        """What the trained parameters only make sense with: architecture, pretrained weights (a hash for local
+        files, not their path), class names, context length, and which parameters were tuned."""
+        return {
+            "model_name": self.hparams.model_name,
+            "weights": weights_identity(self.hparams.pretrained),
+            "class_names": list(self.hparams.class_names),
+            "context_length": self.prompts.n_ctx,
+            "tune": self.hparams.tune,
+        }
+
+    def _check_identity(self, saved: dict) -> None:
+        """The configuration typed by the user wins over the checkpoint's; refuse where the two cannot work together."""
+        current = self.identity()
+        fitting = self._trainer is not None and self.trainer.training
+        keys = ["model_name", "weights", "class_names", "context_length"] + (["tune"] if fitting else [])
+        differ = [key for key in keys if key in saved and saved[key] != current[key]]
+        if differ:
+            details = "; ".join(
+                f"{key}: checkpoint {_short(saved[key])}, configured {_short(current[key])}" for key in differ
+            )
+            raise InputError(f"the checkpoint does not fit this configuration ({details})")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._check_identity(checkpoint.get(IDENTITY_KEY) or checkpoint.get("hyper_parameters", {}))
         broken = [k for k, v in checkpoint["state_dict"].items() if not torch.isfinite(v).all()]
         if broken:
             raise InputError(f"the checkpoint holds non-finite parameters ({', '.join(broken[:3])}): a diverged run's")
@@ -383,3 +409,10 @@ class UFTModule(LightningModule):
         self.target_table = checkpoint.get(TABLE_KEY)
         self._table_source = checkpoint.get(TABLE_SOURCE_KEY)
         self._planned_steps = checkpoint.get(SCHEDULE_KEY)
+
+
+def _short(value) -> str:
+    """A value for a one-line message: long lists are cut."""
+    if isinstance(value, list) and len(value) > 6:
+        return f"{len(value)} names [{', '.join(map(str, value[:4]))}, ...]"
+    return repr(value)
