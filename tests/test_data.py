@@ -526,6 +526,37 @@ def _case_empty_target_set(tmp_path, data):
     return [f"--data.train_list={listing}", "--data.split.target_classes=5-6"], ["empty target set", "5-6"]
 
 
+def _case_path_outside_root(tmp_path, data):
+    listing = _write_list(tmp_path, "outside.txt", 2, "../../../etc/passwd 0", data)
+    return [f"--data.train_list={listing}"], [f"{listing}:2:", "../../../etc/passwd lies outside the image folder"]
+
+
+def _case_absolute_path(tmp_path, data):
+    listing = _write_list(tmp_path, "absolute.txt", 4, "/etc/passwd 0", data)
+    return [f"--data.train_list={listing}"], [f"{listing}:4:", "/etc/passwd lies outside the image folder"]
+
+
+def _case_two_labels(tmp_path, data):
+    listing = _write_list(tmp_path, "two.txt", 3, "images/circle/target_002.png 1 2", data)
+    return [f"--data.train_list={listing}"], [f"{listing}:3:", "expected one label after the path"]
+
+
+def _case_missing_checkpoint(tmp_path, data):
+    return [f"--ckpt_path={tmp_path / 'nope.ckpt'}"], [f"checkpoint not found: {tmp_path / 'nope.ckpt'}"]
+
+
+def _case_garbage_checkpoint(tmp_path, data):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    return [f"--ckpt_path={garbage}"], [f"checkpoint {garbage} cannot be read"]
+
+
+def _case_text_as_weights(tmp_path, data):
+    text = tmp_path / "weights.pt"
+    text.write_text("these are not weights\n")
+    return [f"--model.pretrained={text}"], [f"pretrained weights file {text} cannot be read as uft-tiny-vit weights"]
+
+
 def _case_negative_learning_rate(tmp_path, data):
     return ["--model.prompt_lr=-0.1"], ["model.prompt_lr must be a positive learning rate, got -0.1"]
 
@@ -551,6 +582,12 @@ def _case_diverged(tmp_path, data):
         _case_label_out_of_range,
         _case_num_known_too_large,
         _case_empty_target_set,
+        _case_path_outside_root,
+        _case_absolute_path,
+        _case_two_labels,
+        _case_missing_checkpoint,
+        _case_garbage_checkpoint,
+        _case_text_as_weights,
         _case_negative_learning_rate,
         _case_batch_size_zero,
         _case_nothing_to_train,
@@ -571,7 +608,7 @@ def test_cli_bad_input(tmp_path, case, shapes_dir):
     for fragment in fragments:
         assert fragment in errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout
-    for ckpt in tmp_path.rglob("*.ckpt"):
+    for ckpt in (tmp_path / "run").rglob("*.ckpt"):  # the run writes none, or (diverged) only a finite one
         state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
         assert case is _case_diverged and all(torch.isfinite(v).all() for v in state.values())
     assert {p: p.read_bytes() for p in shapes_dir.rglob("*") if p.is_file()} == before
@@ -582,3 +619,18 @@ def test_read_list_file_accepts_tab_separated_labels(real_world, tmp_path):
     listing = tmp_path / "tabs.txt"
     listing.write_text("Real World/Alarm_Clock/x.jpg\t1\n")
     assert read_list_file(listing, real_world, num_classes=3)[0].label == 1
+
+
+def test_list_and_class_files_with_a_byte_order_mark(shapes_dir, tmp_path):
+    """Files saved by editors that write a UTF-8 byte-order mark read as if it were not there."""
+    listing = tmp_path / "bom.txt"
+    listing.write_text("\ufeff" + (shapes_dir / "target.txt").read_text(), encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("\ufeff" + (shapes_dir / "classes.txt").read_text(), encoding="utf-8")
+    assert read_list_file(listing, shapes_dir, 8) == read_list_file(shapes_dir / "target.txt", shapes_dir, 8)
+    assert read_class_names(str(names))[0] == read_class_names(str(shapes_dir / "classes.txt"))[0]
+
+
+def test_class_names_differing_only_by_case_warn():
+    with pytest.warns(UserWarning, match="HOUSE, house differ only by case"):
+        assert read_class_names(["house", "HOUSE", "tree"])[0] == ["house", "HOUSE", "tree"]

@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -14,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from uft.callbacks import MetricsJSON, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
-from uft.errors import InputError
+from uft.errors import InputError, first_line
 from uft.module import UFTModule
 
 # The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
@@ -47,6 +48,11 @@ class UFTCLI(LightningCLI):
         # configuration the user typed wins; the module refuses a checkpoint that cannot work with it.
         pass
 
+    def before_instantiate_classes(self) -> None:
+        # A bad checkpoint file is named before the model is built (and loaded).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_checkpoint_file(config.get("ckpt_path"))
+
     def before_validate(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
 
@@ -62,6 +68,23 @@ class UFTCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         if isinstance(checkpoint, RunCheckpoint):
             check_run_folder(checkpoint.last_path(self.trainer), config.get("ckpt_path"), config.get("fresh", False))
+
+
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """A missing, truncated or foreign `--ckpt_path` ends with one line naming the file."""
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
+        return
+    if not Path(ckpt_path).is_file():
+        raise InputError(f"checkpoint not found: {ckpt_path}")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"checkpoint {ckpt_path} cannot be read (truncated, or not a checkpoint file): {type(err).__name__}: "
+            f"{first_line(err, 160)}"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"{ckpt_path} is not a uft checkpoint (no state_dict): pass a last.ckpt written by uft fit")
 
 
 def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: str) -> None:

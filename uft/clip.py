@@ -17,7 +17,7 @@ import open_clip
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from uft.errors import InputError
+from uft.errors import InputError, first_line
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -42,8 +42,17 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Image
         raise InputError(f"pretrained checkpoint file not found: {pretrained}")
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained)
-    except RuntimeError as err:  # unknown architecture or tag: open_clip says which
-        raise InputError(f"cannot load CLIP model_name={model_name!r} pretrained={pretrained!r}: {err}") from err
+    except RuntimeError as err:  # unknown architecture or tag, or weights of another architecture
+        raise InputError(
+            f"cannot load CLIP model_name={model_name!r} pretrained={pretrained!r}: {first_line(err)}"
+        ) from err
+    except Exception as err:  # a local file that is not a weights file (text, truncated, random bytes)
+        if not (pretrained and Path(pretrained).is_file()):
+            raise
+        raise InputError(
+            f"pretrained weights file {pretrained} cannot be read as {model_name} weights ({type(err).__name__}: "
+            f"{first_line(err)})"
+        ) from err
     for required in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
         if not hasattr(model, required):
             raise InputError(f"{model_name}: only CLIP models with open_clip's own text transformer are supported")

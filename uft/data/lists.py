@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def read_class_names(value: list[str] | str) -> tuple[list[str], str]:
         path = Path(value)
         if not path.is_file():
             raise InputError(f"class-name file not found: {value}")
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         source = str(path)
     else:
         names, source = [str(n) for n in value], "class_names"
@@ -40,6 +41,14 @@ def read_class_names(value: list[str] | str) -> tuple[list[str], str]:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise InputError(f"{source} repeats class names: {', '.join(duplicated)}")
+    lowered = [n.lower() for n in names]
+    by_case = sorted({n for n in names if lowered.count(n.lower()) > 1})
+    if by_case:
+        warnings.warn(
+            f"{source}: class names {', '.join(by_case)} differ only by case; CLIP's tokenizer lower-cases text, so "
+            "their prompts and text features are the same and the model cannot tell them apart",
+            stacklevel=2,
+        )
     return names, source
 
 
@@ -75,7 +84,7 @@ def read_list_file(list_file: str | os.PathLike, image_dir: Path, num_classes: i
     if not path.is_file():
         raise InputError(f"list file not found: {list_file}")
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         # The path may contain spaces ("Real World/..."): the label, if any, is the last field.
@@ -87,7 +96,13 @@ def read_list_file(list_file: str | os.PathLike, image_dir: Path, num_classes: i
             label = int(label)
             if not 0 <= label < num_classes:
                 raise InputError(f"{path}:{lineno}: label {label} is outside the {num_classes} class names")
+        normal = os.path.normpath(rel)
+        if os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+            raise InputError(f"{path}:{lineno}: {rel} lies outside the image folder {image_dir}")
         if not (image_dir / rel).is_file():
+            extra = rel.rsplit(None, 1)
+            if len(extra) == 2 and _is_int(extra[1]):
+                raise InputError(f"{path}:{lineno}: cannot parse {line.strip()!r}: expected one label after the path")
             raise InputError(f"{path}:{lineno}: image not found: {image_dir / rel}")
         samples.append(Sample(rel, UNLABELED if label is None else label))
     if not samples:
