@@ -557,6 +557,12 @@ def _case_text_as_weights(tmp_path, data):
     return [f"--model.pretrained={text}"], [f"pretrained weights file {text} cannot be read as uft-tiny-vit weights"]
 
 
+def _case_class_path_typo(tmp_path, data):
+    return ["--model.objective=uft.objectives.UEOO"], [
+        "model.objective: uft.objectives.UEOO does not exist; did you mean uft.objectives.UEO",
+    ]
+
+
 def _case_negative_learning_rate(tmp_path, data):
     return ["--model.prompt_lr=-0.1"], ["model.prompt_lr must be a positive learning rate, got -0.1"]
 
@@ -588,6 +594,7 @@ def _case_diverged(tmp_path, data):
         _case_missing_checkpoint,
         _case_garbage_checkpoint,
         _case_text_as_weights,
+        _case_class_path_typo,
         _case_negative_learning_rate,
         _case_batch_size_zero,
         _case_nothing_to_train,
@@ -607,7 +614,7 @@ def test_cli_bad_input(tmp_path, case, shapes_dir):
     assert len(errors) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout and "usage:" not in proc.stderr
     for ckpt in (tmp_path / "run").rglob("*.ckpt"):  # the run writes none, or (diverged) only a finite one
         state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
         assert case is _case_diverged and all(torch.isfinite(v).all() for v in state.values())

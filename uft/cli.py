@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import re
 import signal
 import sys
 import warnings
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -116,8 +120,29 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
+        parser_kwargs={"exit_on_error": False},
         trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [MetricsJSON()]},
     )
+
+
+def describe_argument_error(err: ArgumentError) -> str:
+    """jsonargparse's error in one line, with the nearest valid names for a mistyped class path."""
+    message = str(err)
+    key = re.search(r'Parser key "([^"]+)"', message)
+    missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message)
+    if missing:
+        module, name = missing.groups()
+        known = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(f'{module}.{n}' for n in near)}?" if near else ""
+        return f"{key.group(1) + ': ' if key else ''}{module}.{name} does not exist{hint}"
+    message = message.replace(key.group(0) + ":", "", 1) if key else message
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
+    if not key:
+        return "; ".join(lines[:2])
+    reasons = [line for line in lines if not line.startswith(("Subtypes", "Errors", "Given value type"))]
+    return f"{key.group(1)}: " + "; ".join(reasons[:1] + [line for line in reasons if line.startswith("Given value")])
 
 
 def main() -> None:
@@ -126,6 +151,9 @@ def main() -> None:
         cli_main()
     except InputError as err:
         print(f"uft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ArgumentError as err:
+        print(f"uft: error: {describe_argument_error(err)}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
         print("uft: stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", file=sys.stderr)
