@@ -245,8 +245,9 @@ class UFTModule(LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # After the optimiser step (the checkpoint callback refuses to save such a state before this runs).
-        bad = [name for name, p in self.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
-        if bad:
+        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if not bool(torch.stack([torch.isfinite(p).all() for _, p in trained]).all()):  # one device sync
+            bad = [name for name, p in trained if not torch.isfinite(p).all()]
             raise Diverged(self._divergence(f"the parameters {', '.join(bad[:3])} are no longer finite"))
 
     def _divergence(self, what: str) -> str:
