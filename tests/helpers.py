@@ -101,8 +101,10 @@ class SlowSteps(Callback):
         time.sleep(self.seconds)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_rank == 0:
-            Path(self.pid_dir, "steps").write_text(str(trainer.global_step))
+        if trainer.global_rank == 0:  # written beside, then renamed: a reader never sees an empty file
+            partial = Path(self.pid_dir, "steps.part")
+            partial.write_text(str(trainer.global_step))
+            os.replace(partial, Path(self.pid_dir, "steps"))
 
 
 class BlowUpAt(Callback):

@@ -61,8 +61,7 @@ def interrupt(args: list[str], root: Path, after_steps: int, signum: int, **env_
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + RUN_TIMEOUT
-            steps = root / "steps"
-            while not (steps.exists() and steps.read_text() and int(steps.read_text()) >= after_steps):
+            while _steps_done(root) < after_steps:
                 assert proc.poll() is None, (root / "interrupted.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the run did not reach the step"
                 time.sleep(0.05)
@@ -78,6 +77,13 @@ def interrupt(args: list[str], root: Path, after_steps: int, signum: int, **env_
                 proc.wait()
     assert_gone(root)
     return proc.returncode
+
+
+def _steps_done(root: Path) -> int:
+    """Steps rank 0 reported finished (tests.helpers.SlowSteps writes the file atomically)."""
+    steps = root / "steps"
+    text = steps.read_text() if steps.exists() else ""
+    return int(text) if text.strip() else -1
 
 
 def checkpoint_step(root: Path) -> int:
