@@ -23,15 +23,17 @@ def shapes_dir(tmp_path_factory) -> Path:
     return make_shapes(tmp_path_factory.mktemp("shapes"), {"target": 6, "test": 4}, size=32, seed=1)
 
 
-def demo_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
-    """CLI arguments for a short run of the tiny test config on ``data``, logging into ``root_dir``."""
+def data_args(data: Path) -> list[str]:
+    """CLI arguments pointing the data module at a folder laid out as the recipes write it (classes.txt,
+    target.txt, test.txt)."""
     return [
-        "-c",
-        str(ROOT / "tests" / "tiny.yaml"),
         f"--data.root={data}",
         f"--data.class_names={data / 'classes.txt'}",
         f"--data.train_list={data / 'target.txt'}",
         f"--data.test_list={data / 'test.txt'}",
-        f"--trainer.default_root_dir={root_dir}",
-        *extra,
     ]
+
+
+def demo_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
+    """CLI arguments for a short run of the tiny test config on ``data``, logging into ``root_dir``."""
+    return ["-c", str(ROOT / "tests" / "tiny.yaml"), *data_args(data), f"--trainer.default_root_dir={root_dir}", *extra]

@@ -16,7 +16,7 @@ from uft.pretrain import MODEL, compare_to_reference, main, pretrain, sha256_of,
 from uft.world import CATEGORIES
 from uft.world.benchmark import WorldBenchmark
 
-from .conftest import ROOT
+from .conftest import ROOT, data_args
 
 SHIPPED = ROOT / "data" / "world" / "uft-world-vit.pt"
 RECORD = SHIPPED.with_suffix(".json")
@@ -110,14 +110,7 @@ def test_ueo_improves_the_shipped_clip_on_the_demo_world(tmp_path):
     """End-to-end learning: `configs/demo.yaml` as shipped (open-partial, seed 0), on a fresh rendering folder.
     UEO's last-epoch model recognises the known classes of the test split better than zero-shot and separates
     the unknown ones better."""
-    root = tmp_path / "world"
-    data = [
-        f"--data.root={root}",
-        f"--data.class_names={root / 'classes.txt'}",
-        f"--data.train_list={root / 'target.txt'}",
-        f"--data.test_list={root / 'test.txt'}",
-        f"--model.pretrained={SHIPPED}",
-    ]
+    data = [*data_args(tmp_path / "world"), f"--model.pretrained={SHIPPED}"]
     methods = [ROOT / "configs" / "method" / f"{name}.yaml" for name in ("zeroshot", "ueo")]
     zero_shot, ueo = (
         row.metrics["test"] for row in compare([str(ROOT / "configs" / "demo.yaml")], methods, tmp_path, data)
