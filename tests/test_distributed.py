@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,34 @@ def test_one_and_two_processes_train_the_same_model(shapes_dir, tmp_path, object
         assert a["samples"] == b["samples"] == size
         for name, resolution in (("pacc", 0), ("gacc", 0), ("auroc", 1 / (known * unknown)), ("fpr95", 1 / unknown)):
             assert b[name] == pytest.approx(a[name], abs=resolution + 1e-6), (split, name)
+
+
+def test_unreadable_images_are_skipped_alike_on_two_processes(shapes_dir, tmp_path):
+    """One unreadable target image (met by the confidence pass of both processes' shares) and one unreadable test
+    image: 1 and 2 processes train the same model, list the same two files and evaluate the same samples; with a
+    lower max_skipped both processes stop (no hang)."""
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir, data)
+    bad = [(data / name).read_text().splitlines()[3].split()[0] for name in ("target.txt", "test.txt")]
+    bad[1] = (data / "test.txt").read_text().splitlines()[-1].split()[0]
+    for rel in bad:
+        (data / rel).write_bytes(b"")
+    extra = ("--data.eval_batch_size=5", "--data.max_skipped=0.05")
+    one, one_metrics = fit_and_record(data, tmp_path / "one", 1, *extra)
+    two, two_metrics = fit_and_record(data, tmp_path / "two", 2, *extra)
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
+    assert torch.equal(one["table"], two["table"])
+    assert one_metrics["target"]["samples"] == two_metrics["target"]["samples"] == 42 - 1
+    assert one_metrics["test"]["samples"] == two_metrics["test"]["samples"] == 32 - 1
+    (listed_one,) = (tmp_path / "one").rglob("skipped_images.txt")
+    (listed_two,) = (tmp_path / "two").rglob("skipped_images.txt")
+    assert listed_one.read_text() == listed_two.read_text()
+    assert [line.split("\t")[1] for line in listed_one.read_text().splitlines()] == bad  # target, then test
+
+    proc = uft(["fit", *demo_args(data, tmp_path / "stop", *ddp_args(2), "--data.max_skipped=0.01")])
+    assert proc.returncode != 0
+    assert "uft: error: 1 of the 42 target images cannot be read" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("eval_batch_size", [7, 128], ids=["uneven-batches", "one-batch-shared"])

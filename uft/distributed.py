@@ -55,3 +55,12 @@ def sum_over_processes(x: Tensor) -> Tensor:
     if world_size() > 1:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+def gather_objects(obj) -> list:
+    """Every process's picklable ``obj``, in rank order (a list of one on one process)."""
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters, weights_identity
 from uft.data.contract import TargetData
-from uft.distributed import gather_batch, sum_over_processes
+from uft.data.skipped import unmark
+from uft.distributed import gather_batch, gather_objects, sum_over_processes
 from uft.errors import Diverged, InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
@@ -106,6 +107,8 @@ class UFTModule(LightningModule):
         self._planned_steps: int | None = None  # of a checkpoint
         self._last_finite_loss: tuple[int, float] | None = None  # (step, loss), for the divergence message
         self._eval_text: Tensor | None = None
+        self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
+        self._excluded: Tensor | None = None  # target samples that never train (unreadable), by sample index
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
@@ -179,6 +182,10 @@ class UFTModule(LightningModule):
 
     def on_train_start(self) -> None:
         self._plan_schedule()
+        data = self.trainer.datamodule
+        if isinstance(data, TargetData):
+            self._excluded = torch.zeros(data.num_target_samples, dtype=torch.bool, device=self.device)
+            self._excluded[data.skipped_indices("target")] = True
         if not self.objective.needs_table:
             return
         data = self._target_data()
@@ -190,7 +197,11 @@ class UFTModule(LightningModule):
         if self.target_table is None:
             labels = data.target_labels() if self.objective.uses_labels else None
             cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples)
-            self.target_table = self.objective.prepare(cosine, labels)
+            unreadable = cosine.isnan().any(dim=1)
+            if unreadable.any():
+                data.report_skipped("target", unreadable.nonzero().squeeze(1).tolist())
+            self._excluded |= unreadable
+            self.target_table = self._prepare_table(cosine, labels)
         elif len(self.target_table) != data.num_target_samples:
             raise InputError(
                 f"the checkpoint's per-sample table covers {len(self.target_table)} target images but the "
@@ -198,10 +209,21 @@ class UFTModule(LightningModule):
             )
         self.target_table = self.target_table.to(self.device)
 
+    def _prepare_table(self, cosine: Tensor, labels: Tensor | None) -> Tensor:
+        """The objective's per-sample table from the readable samples only (a table may depend on all rows, e.g.
+        UPL's per-class top-k); the rows of excluded samples are zero and never read."""
+        keep = ~self._excluded
+        if bool(keep.all()):
+            return self.objective.prepare(cosine, labels)
+        part = self.objective.prepare(cosine[keep], None if labels is None else labels.to(keep.device)[keep])
+        table = part.new_zeros((len(cosine), *part.shape[1:]))
+        table[keep] = part
+        return table
+
     @torch.no_grad()
     def zero_shot_cosine(self, loader, num_samples: int) -> Tensor:
         """One pass over the target set with the current (zero-shot) weights: cosine similarities
-        (``num_samples``, K), each row at its sample index.
+        (``num_samples``, K), each row at its sample index; the row of an image that could not be read is NaN.
 
         Each process encodes the samples its ``loader`` yields; rows are summed over processes, so every process
         ends with the whole table. A row that no process, or more than one, filled is an error.
@@ -212,12 +234,15 @@ class UFTModule(LightningModule):
             text = self.text_features()
             cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
             filled = torch.zeros(num_samples, device=self.device)
+            unreadable = torch.zeros(num_samples, device=self.device)
             for images, index in loader:
-                index = index.to(self.device)
+                readable, index = unmark(index.to(self.device))
                 cosine[index] = self.cosine(images.to(self.device), text)
                 filled[index] += 1
+                unreadable[index[~readable]] = 1
         self.train(was_training)
         sum_over_processes(cosine)
+        cosine[sum_over_processes(unreadable) > 0] = float("nan")
         if not bool((sum_over_processes(filled) == 1).all()):
             raise RuntimeError("the confidence pass must see every target sample exactly once")
         return cosine
@@ -233,7 +258,16 @@ class UFTModule(LightningModule):
             text = self._frozen_text
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
         cosine = gather_batch(self.cosine(images, text))
-        index = gather_batch(index)
+        readable, index = unmark(gather_batch(index))
+        if not bool(readable.all()):  # the same on every process: they report and drop the same rows
+            self._target_data().report_skipped("target", index[~readable].tolist())
+            self._excluded[index[~readable]] = True
+        if self._excluded is not None:
+            keep = ~self._excluded[index]
+            if not bool(keep.all()):
+                cosine, index = cosine[keep], index[keep]
+                if not len(index):
+                    return None  # nothing readable in this batch: no step
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         value = float(loss)  # the same on every process: they all stop at the same step
@@ -314,9 +348,30 @@ class UFTModule(LightningModule):
         with torch.no_grad(), self._autocast():
             self._eval_text = self.template_features(templates) if templates else self.text_features()
 
+    def _readable(self, split: str, index: Tensor, *rows: Tensor) -> tuple[Tensor, ...]:
+        """``rows`` without the samples whose image could not be read (remembered to report at the end)."""
+        readable, index = unmark(index)
+        if bool(readable.all()):
+            return (index, *rows)
+        self._eval_skipped.setdefault(split, []).extend(index[~readable].tolist())
+        return (index[readable], *(x[readable] for x in rows))
+
+    def _report_eval_skipped(self) -> None:
+        # Every process calls this (a collective): the split's unreadable samples of all processes, then the
+        # same report everywhere (which may stop the run on every process at once).
+        for split in dict.fromkeys(["target", *self.hparams.eval_splits]):  # prediction reads the target set
+            found = sorted({i for part in gather_objects(self._eval_skipped.get(split, [])) for i in part})
+            if found:
+                self._target_data().report_skipped(split, found)
+        self._eval_skipped = {}
+
     def _eval_step(self, batch, dataloader_idx: int) -> None:
-        images, labels, _ = batch
-        split, scores = self._split_name(dataloader_idx), self.cosine(images, self._eval_text)
+        images, labels, index = batch
+        split = self._split_name(dataloader_idx)
+        _, images, labels = self._readable(split, index, images, labels)
+        if not len(labels):
+            return
+        scores = self.cosine(images, self._eval_text)
         if not torch.isfinite(scores).all():
             raise InputError(
                 f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
@@ -325,6 +380,7 @@ class UFTModule(LightningModule):
         self.metrics[split].update(scores, labels)
 
     def _eval_end(self) -> None:
+        self._report_eval_skipped()
         # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
         for split, metric in self.metrics.items():
             if not self.trainer.sanity_checking:
@@ -356,8 +412,12 @@ class UFTModule(LightningModule):
     def on_predict_epoch_start(self) -> None:
         self._eval_start()
 
+    def on_predict_epoch_end(self) -> None:
+        self._report_eval_skipped()
+
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         images, index = batch
+        index, images = self._readable("target", index, images)
         probs = torch.softmax(self.cosine(images, self._eval_text), dim=-1)
         msp, pred = probs.max(dim=-1)
         return {"index": index, "pred": pred, "msp": msp}

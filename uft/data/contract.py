@@ -32,3 +32,12 @@ class TargetData(Protocol):
     def target_labels(self) -> Tensor:
         """Labels of the target set by sample index. Read by evaluation and oracle objectives only."""
         ...
+
+    def report_skipped(self, split: str, indices: list[int]) -> None:
+        """Samples of ``split`` (``target`` or an evaluation split) whose image could not be read: the batch held a
+        marked placeholder (:mod:`uft.data.skipped`). Called with the same indices on every process."""
+        ...
+
+    def skipped_indices(self, split: str) -> list[int]:
+        """Samples of ``split`` found unreadable so far, also before a resume: they never train."""
+        ...

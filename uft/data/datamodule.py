@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -22,9 +25,12 @@ from uft.data.lists import (
 )
 from uft.data.recipes import DataRecipe
 from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
+from uft.data.skipped import SkippedImages, unreadable_reason
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
+
+SKIPPED_FILE = "skipped_images.txt"
 
 
 class TargetDataModule(LightningDataModule):
@@ -41,6 +47,10 @@ class TargetDataModule(LightningDataModule):
     - ``predict`` and the confidence pass: ``(image, index)`` over the target set with the evaluation transform.
 
     Transforms follow the model's preprocessing config, read from the LightningModule at ``setup``.
+
+    An image that cannot be read during the run (missing, zero-byte, truncated, corrupt) is skipped: named in a
+    warning once, never trained on nor evaluated, listed in ``skipped_images.txt`` in the run's log folder and
+    counted in the final summary. More than ``max_skipped`` of a split stops the run with one error.
 
     On several processes every loader is one process's share of a single-process order
     (:mod:`uft.data.samplers`): ``batch_size`` is the global batch, split evenly over the processes, and each
@@ -65,6 +75,10 @@ class TargetDataModule(LightningDataModule):
         crop_scale: scale range of the training RandomResizedCrop.
         recipe: makes the data into ``root`` when the folder is missing (e.g. ``uft.world.WorldBenchmark``); list
             and class-name paths are then usually inside ``root``.
+        max_skipped: share of a split's images that may be unreadable (skipped with a warning); beyond it the
+            run stops.
+        verify_images: decode every target and test image when the data is set up, before the model is loaded,
+            and report the unreadable ones then (same rule as ``max_skipped``).
     """
 
     def __init__(
@@ -83,6 +97,8 @@ class TargetDataModule(LightningDataModule):
         seed: int | None = None,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         recipe: DataRecipe | None = None,
+        max_skipped: float = 0.01,
+        verify_images: bool = False,
     ) -> None:
         super().__init__()
         if recipe is not None:
@@ -125,6 +141,9 @@ class TargetDataModule(LightningDataModule):
         self.seed = seed
         self.crop_scale = crop_scale
         self.preprocess: ImagePreprocess | None = None
+        self.skipped = SkippedImages(max_skipped)
+        if verify_images:
+            self._verify_images()
 
     @property
     def known_class_names(self) -> list[str]:
@@ -145,6 +164,60 @@ class TargetDataModule(LightningDataModule):
     def _eval_samples(self) -> dict[str, list[Sample]]:
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}
 
+    def _split_samples(self) -> dict[str, list[Sample]]:
+        """Every split's samples by name; sample indices are positions in these lists."""
+        return {"target": self.target_samples, "test": self.test_samples}
+
+    def _verify_images(self) -> None:
+        for split, samples in self._split_samples().items():
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                reasons = pool.map(unreadable_reason, (self.image_dir / s.path for s in samples))
+                bad = {i: (samples[i].path, reason) for i, reason in enumerate(reasons) if reason is not None}
+            self._record_skipped(split, bad)
+
+    def report_skipped(self, split: str, indices: list[int]) -> None:
+        """Samples of ``split`` that could not be read (the same call on every process): each is named once,
+        listed in ``skipped_images.txt``; more than ``max_skipped`` of the split stops the run."""
+        samples = self._split_samples()[split]
+        bad = {}
+        for i in indices:
+            path = samples[i].path
+            bad[i] = (path, unreadable_reason(self.image_dir / path) or "could not be read at the time")
+        self._record_skipped(split, bad)
+
+    def _record_skipped(self, split: str, bad: dict[int, tuple[str, str]]) -> None:
+        try:
+            new = self.skipped.add(split, bad, len(self._split_samples()[split]))
+        finally:
+            if self.trainer is not None:
+                self._write_skipped()
+        for path, reason in new:
+            rank_zero_warn(f"uft: skipping unreadable image {self.image_dir / path} ({split} split): {reason}")
+
+    def skipped_indices(self, split: str) -> list[int]:
+        """Indices of the samples of ``split`` found unreadable so far (also by an earlier part of the run)."""
+        return self.skipped.indices(split)
+
+    def _skipped_file(self) -> Path:
+        trainer = self.trainer
+        return Path(trainer.log_dir or trainer.default_root_dir) / SKIPPED_FILE  # log_dir: a broadcast
+
+    def _write_skipped(self) -> None:
+        if len(self.skipped):
+            _write_lines(self._skipped_file(), self.skipped.lines())
+
+    def teardown(self, stage: str) -> None:
+        if len(self.skipped) and self.trainer is not None:
+            totals = {split: len(samples) for split, samples in self._split_samples().items()}
+            rank_zero_info(f"uft: {self.skipped.summary(totals)}; listed in {self._skipped_file()}")
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        paths = {split: [s.path for s in samples] for split, samples in self._split_samples().items()}
+        self.skipped.load_state_dict(state.get("skipped", {}), paths)
+
     def setup(self, stage: str | None = None) -> None:
         if self.preprocess is None:
             self.preprocess = self.trainer.lightning_module.preprocess
@@ -154,6 +227,8 @@ class TargetDataModule(LightningDataModule):
             # Processes started by torchrun or srun seed themselves; a random `seed_everything: true` would give
             # each its own order. Rank 0's seed is the run's.
             self.seed = self.trainer.strategy.broadcast(self.seed, src=0)
+        if len(self.skipped):  # found by verify_images, before there was a log folder
+            self._write_skipped()
         if stage == "fit":
             per_process_batch(self.batch_size, self._world()[1])
             if len(self.target_samples) < self.batch_size:
@@ -215,6 +290,12 @@ class TargetDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.confidence_dataloader()
+
+
+@rank_zero_only
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def _restrict(samples: list[Sample], class_ids: list[int]) -> list[Sample]:

@@ -11,6 +11,9 @@ from torch.utils.data import Dataset
 
 from uft.data.lists import Sample
 from uft.data.samplers import item_seed
+from uft.data.skipped import UNREADABLE, mark, read_rgb
+
+PLACEHOLDER_SIZE = 32  # side of the blank image that stands in for an unreadable one
 
 
 class ImageListDataset(Dataset):
@@ -20,6 +23,10 @@ class ImageListDataset(Dataset):
     With ``seed`` set, items are addressed by ``(index, epoch)`` (see :class:`~uft.data.samplers.GlobalBatchSampler`)
     and the random transform of each is seeded from ``(seed, epoch, index)``, so augmentations replay exactly on
     resume and on any number of processes or loader workers.
+
+    An image that cannot be read (missing, zero-byte, truncated, corrupt) does not end the run: a blank image
+    stands in for it and its index is marked (:func:`uft.data.skipped.mark`), so that the consumer of the batch
+    drops the row and reports the sample.
 
     Args:
         samples: the images and their labels.
@@ -48,13 +55,15 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        sample = self.samples[index]
-        with Image.open(self.image_dir / sample.path) as img:
-            img = img.convert("RGB")
+        sample, returned = self.samples[index], index
+        try:
+            img = read_rgb(self.image_dir / sample.path)
+        except UNREADABLE:
+            img, returned = Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)), mark(index)
         if self.seed is None:
             image = self.transform(img)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(item_seed(self.seed, epoch, index))
                 image = self.transform(img)
-        return (image, sample.label, index) if self.with_labels else (image, index)
+        return (image, sample.label, returned) if self.with_labels else (image, returned)

@@ -1,0 +1,110 @@
+"""Images that cannot be read: how a dataset marks them in a batch, and the run's record of them.
+
+A dataset cannot raise for one bad file without ending the run, and loader workers cannot tell the main process
+anything but the batch. So an unreadable image is returned as a placeholder whose sample index is marked
+(``-1 - index``, see :func:`mark` and :func:`unmark`); whoever consumes the batch drops the marked rows and reports
+the indices to a :class:`SkippedImages` record, which names each file once and stops the run when a split holds
+more unreadable images than it may.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from uft.errors import InputError, first_line
+
+# What PIL and the file system raise for a missing, zero-byte, truncated, corrupt or foreign file.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """The image at ``path``, fully decoded, as RGB (a truncated file fails here, not later)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why the image at ``path`` cannot be read, in a few words; ``None`` when it can."""
+    try:
+        read_rgb(path)
+    except UNREADABLE as err:
+        return f"{type(err).__name__}: {first_line(err, 120)}"
+    return None
+
+
+def mark(index: int) -> int:
+    """The batch index of an unreadable sample: negative, and :func:`unmark` gives ``index`` back."""
+    return -1 - index
+
+
+def unmark(index: Tensor) -> tuple[Tensor, Tensor]:
+    """``(readable, sample index)`` of a batch's index column: which rows hold a real image, and every row's
+    sample index with the marks removed."""
+    readable = index >= 0
+    return readable, torch.where(readable, index, -1 - index)
+
+
+class SkippedImages:
+    """The unreadable images of a run, by split: each file reported once, and at most ``max_share`` of a split.
+
+    Args:
+        max_share: share of a split's images that may be unreadable; one more stops the run with an error.
+    """
+
+    def __init__(self, max_share: float = 0.01) -> None:
+        if not 0.0 <= max_share <= 1.0:
+            raise InputError(f"data.max_skipped must be a share in [0, 1], got {max_share}")
+        self.max_share = max_share
+        self.found: dict[str, dict[int, tuple[str, str]]] = {}  # split -> sample index -> (path, reason)
+
+    def add(self, split: str, entries: dict[int, tuple[str, str]], total: int) -> list[tuple[str, str]]:
+        """Record unreadable samples ``{index: (path, reason)}`` of a split of ``total`` images; returns the
+        ``(path, reason)`` of those not recorded before. Raises :class:`~uft.errors.InputError` when the split now
+        holds more unreadable images than ``max_share`` allows."""
+        known = self.found.setdefault(split, {})
+        new = [entry for index, entry in sorted(entries.items()) if index not in known]
+        known.update(entries)
+        if len(known) > self.max_share * total:
+            examples = "; ".join(f"{path} ({reason})" for path, reason in list(known.values())[:3])
+            raise InputError(
+                f"{len(known)} of the {total} {split} images cannot be read ({100 * len(known) / total:.1f}%, more "
+                f"than data.max_skipped={self.max_share:g}), e.g. {examples}: fix or remove them, or raise "
+                "data.max_skipped"
+            )
+        return new
+
+    def indices(self, split: str) -> list[int]:
+        """Sample indices of the unreadable images of ``split``, sorted."""
+        return sorted(self.found.get(split, {}))
+
+    def __len__(self) -> int:
+        return sum(len(found) for found in self.found.values())
+
+    def lines(self) -> list[str]:
+        """``split<TAB>path<TAB>reason`` per unreadable image: the content of ``skipped_images.txt``."""
+        return [
+            f"{split}\t{path}\t{reason}"
+            for split, found in sorted(self.found.items())
+            for _, (path, reason) in sorted(found.items())
+        ]
+
+    def summary(self, totals: dict[str, int]) -> str:
+        """One line: how many images of which split were skipped."""
+        parts = [f"{split} {len(found)} of {totals.get(split, '?')}" for split, found in sorted(self.found.items())]
+        return f"{len(self)} unreadable images were skipped ({', '.join(parts)})"
+
+    def state_dict(self) -> dict:
+        return {"found": {split: dict(found) for split, found in self.found.items()}}
+
+    def load_state_dict(self, state: dict, current: dict[str, list[str]]) -> None:
+        """Restore a record, keeping the entries whose index still holds the same path in ``current``
+        (split -> sample paths)."""
+        for split, found in state.get("found", {}).items():
+            paths = current.get(split, [])
+            kept = {i: entry for i, entry in found.items() if i < len(paths) and paths[i] == entry[0]}
+            if kept:
+                self.found.setdefault(split, {}).update(kept)
