@@ -49,5 +49,5 @@ format: $(STAMP)  ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix uft tests
 	$(PY) -m ruff format uft tests
 
-clean:  ## Remove run outputs (runs/) and rendered data (build/), keep .venv
-	rm -rf runs build .pytest_cache
+clean:  ## Remove run outputs (runs/) and rendered data (build/, data/world/*/), keep .venv
+	rm -rf runs build .pytest_cache data/world/*/

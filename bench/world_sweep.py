@@ -41,7 +41,7 @@ def main() -> None:
     results: dict[str, dict[str, list[dict]]] = {}
     for setting in args.settings:
         for seed in args.seeds:
-            root = Path("build/world") / f"photo-fog-seed{seed}"
+            root = Path("data/world") / f"photo-fog-seed{seed}"
             data = [
                 f"--data.root={root}",
                 f"--data.class_names={root / 'classes.txt'}",

@@ -39,7 +39,7 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
     assert Path(fit.trainer.log_dir) != Path(zero_shot.trainer.log_dir)  # nothing is overwritten
 
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     trained = {n for n, p in fit.model.named_parameters() if p.requires_grad}
     assert set(state["state_dict"]) == trained and "prompts.ctx" in trained
     assert not any(k.startswith("clip.transformer") or k == "clip.token_embedding.weight" for k in state["state_dict"])
@@ -132,7 +132,7 @@ def test_bf16_mixed_precision_keeps_trained_parameters_in_float32(shapes_dir, tm
     frozen = [p for p in fit.model.clip.parameters() if not p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)
     assert {p.dtype for p in frozen} == {getattr(torch, frozen_dtype)}
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float32 for v in state["state_dict"].values())
 
 

@@ -3,6 +3,7 @@ bad input as the CLI reports it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -579,6 +580,104 @@ def _case_diverged(tmp_path, data):
     return ["--model.prompt_lr=1e30", "--model.visual_lr=1e30"], ["training diverged at step 1: the loss is nan"]
 
 
+def _case_negative_workers(tmp_path, data):
+    return ["--data.num_workers=-1"], ["data.num_workers must be 0 or more, got -1"]
+
+
+def _case_max_skipped_out_of_range(tmp_path, data):
+    return ["--data.max_skipped=2"], ["data.max_skipped must be a share in [0, 1], got 2"]
+
+
+def _spoiled_copy(tmp_path: Path, data: Path) -> list[str]:
+    """A copy of the data with one unreadable target image (1 of 42: more than the default 1%)."""
+    copy = tmp_path / "spoiled"
+    shutil.copytree(data, copy)
+    rel = (copy / "target.txt").read_text().splitlines()[4].split()[0]
+    (copy / rel).write_bytes((copy / rel).read_bytes()[:40])  # truncated
+    return [f"--data.root={copy}", f"--data.train_list={copy / 'target.txt'}", f"--data.test_list={copy / 'test.txt'}"]
+
+
+def _case_unreadable_images(tmp_path, data):
+    return _spoiled_copy(tmp_path, data), ["1 of the 42 target images cannot be read (2.4%", "target_004.png"]
+
+
+def _case_unreadable_images_verified(tmp_path, data):
+    return [*_spoiled_copy(tmp_path, data), "--data.verify_images=true"], ["1 of the 42 target images cannot be read"]
+
+
+def _case_recipe_root_typo(tmp_path, data):
+    root = tmp_path / "wolrd" / "photo-fog"
+    return [f"--data.root={root}", "--data.recipe=uft.world.benchmark.WorldBenchmark"], [
+        f"data.root {root}: its parent folder {root.parent} does not exist"
+    ]
+
+
+def _case_missing_weights(tmp_path, data):
+    return [f"--model.pretrained={tmp_path / 'w.pt'}"], [f"pretrained checkpoint file not found: {tmp_path / 'w.pt'}"]
+
+
+def _trained_checkpoint(tmp_path: Path, data: Path) -> Path:
+    """A checkpoint of the tiny config after one epoch (5 known classes of 8)."""
+    from uft.cli import cli_main
+
+    cli_main(["fit", *demo_args(data, tmp_path / "trained", "--trainer.max_epochs=1")])
+    return tmp_path / "trained" / "checkpoints" / "last.ckpt"
+
+
+def _case_checkpoint_of_another_model(tmp_path, data):
+    ckpt = _trained_checkpoint(tmp_path, data)
+    return (
+        "test",
+        [f"--ckpt_path={ckpt}", "--model.model_name=uft-world-vit"],
+        [
+            "the checkpoint does not fit this configuration (model_name: checkpoint 'uft-tiny-vit', configured "
+            "'uft-world-vit')"
+        ],
+    )
+
+
+def _case_checkpoint_of_other_classes(tmp_path, data):
+    ckpt = _trained_checkpoint(tmp_path, data)
+    return (
+        "test",
+        [f"--ckpt_path={ckpt}", "--data.split.num_known=4"],
+        ["class_names: checkpoint ['circle', 'square', 'triangle', 'cross', 'ring'], configured ['circle', 'square',"],
+    )
+
+
+def _case_truncated_checkpoint(tmp_path, data):
+    ckpt = _trained_checkpoint(tmp_path, data)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    return "test", [f"--ckpt_path={cut}"], [f"checkpoint {cut} cannot be read (truncated, or not a checkpoint file)"]
+
+
+def _case_zero_byte_checkpoint(tmp_path, data):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    return "test", [f"--ckpt_path={empty}"], [f"checkpoint {empty} cannot be read"]
+
+
+def _case_foreign_checkpoint(tmp_path, data):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    return "test", [f"--ckpt_path={foreign}"], [f"{foreign} is not a uft checkpoint"]
+
+
+def _case_nothing_to_validate(tmp_path, data):
+    return "validate", ["--trainer.limit_val_batches=0"], ["nothing to evaluate: trainer.limit_val_batches is 0"]
+
+
+def _case_unlabeled_data_without_test_list(tmp_path, data):
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("".join(line.split()[0] + "\n" for line in (data / "target.txt").read_text().splitlines()))
+    return (
+        "test",
+        [f"--data.train_list={unlabeled}", "--data.test_list=null"],
+        ["nothing to evaluate: the target data has no labels and there is no data.test_list"],
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
@@ -599,15 +698,29 @@ def _case_diverged(tmp_path, data):
         _case_batch_size_zero,
         _case_nothing_to_train,
         _case_diverged,
+        _case_negative_workers,
+        _case_max_skipped_out_of_range,
+        _case_unreadable_images,
+        _case_unreadable_images_verified,
+        _case_recipe_root_typo,
+        _case_missing_weights,
+        _case_checkpoint_of_another_model,
+        _case_checkpoint_of_other_classes,
+        _case_truncated_checkpoint,
+        _case_zero_byte_checkpoint,
+        _case_foreign_checkpoint,
+        _case_nothing_to_validate,
+        _case_unlabeled_data_without_test_list,
     ],
     ids=lambda f: f.__name__[len("_case_") :],
 )
 def test_cli_bad_input(tmp_path, case, shapes_dir):
-    """`uft fit` on bad input exits 2 with one 'uft: error:' line naming the problem, no traceback, no checkpoint
-    (a diverged run: none with non-finite values), and the data it read unchanged."""
-    before = {p: p.read_bytes() for p in shapes_dir.rglob("*") if p.is_file()}
-    extra, fragments = case(tmp_path, shapes_dir)
-    cmd = [sys.executable, "-m", "uft", "fit", *demo_args(shapes_dir, tmp_path / "run")]
+    """`uft fit` (or the case's command) on bad input exits 2 with one 'uft: error:' line naming the problem, no
+    traceback, no checkpoint (a diverged run: none with non-finite values), and every file it was given unchanged."""
+    *command, extra, fragments = case(tmp_path, shapes_dir)
+    given = [*shapes_dir.rglob("*"), *(p for p in tmp_path.rglob("*") if "run" not in p.relative_to(tmp_path).parts)]
+    before = {p: p.read_bytes() for p in given if p.is_file()}
+    cmd = [sys.executable, "-m", "uft", *(command or ["fit"]), *demo_args(shapes_dir, tmp_path / "run")]
     proc = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("uft: error:")]
@@ -616,9 +729,9 @@ def test_cli_bad_input(tmp_path, case, shapes_dir):
         assert fragment in errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout and "usage:" not in proc.stderr
     for ckpt in (tmp_path / "run").rglob("*.ckpt"):  # the run writes none, or (diverged) only a finite one
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert case is _case_diverged and all(torch.isfinite(v).all() for v in state.values())
-    assert {p: p.read_bytes() for p in shapes_dir.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in given if p.is_file()} == before
 
 
 def test_read_list_file_accepts_tab_separated_labels(real_world, tmp_path):

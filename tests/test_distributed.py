@@ -51,7 +51,7 @@ def fit_and_record(data: Path, root: Path, devices: int, *extra: str) -> tuple[d
     proc = uft(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (metrics,) = root.rglob("metrics.json")
-    return torch.load(record, weights_only=False), json.loads(metrics.read_text())
+    return torch.load(record, weights_only=True), json.loads(metrics.read_text())
 
 
 @pytest.mark.parametrize("objective", ["UEO", "IM", "POUF"])
@@ -223,7 +223,7 @@ def test_torchrun_launch_trains_the_same_model(shapes_dir, tmp_path):
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "uft", "fit", *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = torch.load(record, weights_only=False)
+    two = torch.load(record, weights_only=True)
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
     for name, value in one["params"].items():
         torch.testing.assert_close(two["params"][name], value, rtol=0, atol=1e-5, msg=name)
@@ -270,5 +270,5 @@ def test_gathered_global_batch_gives_the_single_process_gradient(tmp_path):
         cosine = features @ weights.T
         objective(10.0 * cosine, table, cosine=cosine).backward()
         for rank in range(2):
-            got = torch.load(tmp_path / f"rank{rank}.pt")[type(objective).__name__]
+            got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)[type(objective).__name__]
             torch.testing.assert_close(got, weights.grad, rtol=1e-5, atol=1e-7)

@@ -24,7 +24,7 @@ def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_checkp
     ]
     with pytest.raises(Diverged, match=r"training diverged at step [34]: .*prompt 1e\+30.*last finite loss"):
         cli_main(["fit", *args])
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] in (3, 4)
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
     names = checkpoint["hyper_parameters"]["class_names"]
@@ -36,7 +36,7 @@ def test_a_diverged_checkpoint_is_refused_and_nan_scores_give_no_metrics(shapes_
     (NaN used to rank as a perfect detector: AUROC 1.0, FPR95 0.0)."""
     cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     state["state_dict"]["prompts.ctx"] = torch.full_like(state["state_dict"]["prompts.ctx"], float("nan"))
     broken = tmp_path / "broken.ckpt"
     torch.save(state, broken)

@@ -87,7 +87,7 @@ def _steps_done(root: Path) -> int:
 
 
 def checkpoint_step(root: Path) -> int:
-    return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
 
 
 def metrics(root: Path) -> dict:
@@ -98,8 +98,8 @@ def metrics(root: Path) -> dict:
 def assert_resumed_exactly(full_root: Path, resumed_root: Path, resumed_record: str, atol: float) -> None:
     """The resumed run started at the checkpoint's step in the middle of the second epoch, ran exactly the steps
     that were left, on the same batches with the same losses, and ended with the same parameters and metrics."""
-    full = torch.load(full_root / "record.pt", weights_only=False)
-    resumed = torch.load(resumed_root / resumed_record, weights_only=False)
+    full = torch.load(full_root / "record.pt", weights_only=True)
+    resumed = torch.load(resumed_root / resumed_record, weights_only=True)
     start = resumed["first_step"]
     assert STEPS_PER_EPOCH < start < 2 * STEPS_PER_EPOCH, f"resumed at step {start}, not mid second epoch"
     assert len(full["losses"]) == EPOCHS * STEPS_PER_EPOCH

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from uft.cli import cli_main
 from uft.clip import load_clip
 from uft.compare import compare
 from uft.data.datamodule import TargetDataModule
@@ -27,7 +28,7 @@ def test_pretraining_is_reproducible_and_loads_through_open_clip(tmp_path):
     kwargs = dict(steps=2, batch_size=8, lr=1e-3, seed=3, workers=0, eval_per_class=1)
     accuracy = pretrain(tmp_path / "a.pt", **kwargs)
     pretrain(tmp_path / "b.pt", **kwargs)
-    a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
+    a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert a["token_embedding.weight"].dtype == torch.float16
     zero_rows = (a["token_embedding.weight"] == 0).all(dim=1)
@@ -56,6 +57,35 @@ def test_benchmark_recipe_makes_data_once_and_refuses_foreign_folders(tmp_path):
     with pytest.raises(InputError, match="remove it or choose another"):
         recipe.ensure(foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_recipe_renders_only_into_a_new_folder_of_an_existing_one_and_says_so(tmp_path, capsys):
+    recipe = WorldBenchmark(seed=1, target_per_class=1, test_per_class=1)
+    with pytest.raises(InputError, match=rf"parent folder {tmp_path / 'typo'} does not exist"):
+        recipe.ensure(tmp_path / "typo" / "world")
+    assert list(tmp_path.iterdir()) == []
+    recipe.ensure(tmp_path / "world")
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err[0]
+        == f"uft: rendering the world benchmark (48 images of 48x48 pixels, photo, fog) into {tmp_path}/world ..."
+    )
+    assert err[1].startswith(f"uft: rendered {tmp_path}/world (0.") and err[1].endswith(" MB)")
+
+
+def test_the_demo_config_runs_from_another_folder(tmp_path, monkeypatch):
+    """The demo's shipped weights are found through the checkout; its relative data root is not rendered into a
+    folder that does not hold data/world (one error, nothing written); pointed at a folder, it validates."""
+    monkeypatch.chdir(tmp_path)
+    demo = str(ROOT / "configs" / "demo.yaml")
+    with pytest.raises(InputError, match=r"data.root data/world/photo-fog: its parent folder .* does not exist"):
+        cli_main(["validate", "-c", demo])
+    assert list(tmp_path.iterdir()) == []
+    world = tmp_path / "world"
+    small = ["--data.recipe.init_args.target_per_class=2", "--data.recipe.init_args.test_per_class=1"]
+    cli_main(["validate", "-c", demo, *data_args(world), *small, "--trainer.default_root_dir=runs"])
+    metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert metrics["test"]["samples"] == len(CATEGORIES)
 
 
 def test_datamodule_makes_the_benchmark_through_its_recipe(tmp_path):

@@ -47,6 +47,13 @@ class UFTCLI(LightningCLI):
             "run's first save replaces (without it, such a fit is refused: resume it with --ckpt_path last)",
         )
 
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # A checkpoint holds tensors and plain values only: never unpickle code from one (torch's own default,
+        # stated so that it does not depend on the torch version).
+        parser.set_defaults(weights_only=True)
+        return parser
+
     def _parse_ckpt_path(self) -> None:
         # Lightning would replace the configured model arguments with the checkpoint's hyper-parameters. Here the
         # configuration the user typed wins; the module refuses a checkpoint that cannot work with it.

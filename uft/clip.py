@@ -2,7 +2,8 @@
 
 Backbones are named exactly as open_clip names them: ``model_name`` is an architecture (``ViT-B-16``) or an
 ``hf-hub:org/repo`` name; ``pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b88k``), a local
-checkpoint file, or empty for random weights. The tiny architectures in ``uft/model_configs`` are registered with
+checkpoint file, or empty for random weights. A relative file path is looked up in the current folder, then in the
+uft checkout (so the shipped ``data/world/uft-world-vit.pt`` is found from anywhere). The tiny architectures in ``uft/model_configs`` are registered with
 open_clip on import, for tests and the demo.
 """
 
@@ -20,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from uft.errors import InputError, first_line
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+CHECKOUT = Path(__file__).resolve().parents[1]  # the folder holding the uft package: data/ and configs/ beside it
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 #: Module types whose affine weight and bias form the "visual norm" parameter group.
@@ -37,9 +39,10 @@ class ImagePreprocess:
 
 def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, ImagePreprocess]:
     """Build a CLIP with open_clip, frozen and in eval mode, and return it with its preprocessing config."""
-    pretrained = pretrained or None
+    pretrained = resolve_weights(pretrained) or None
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
-        raise InputError(f"pretrained checkpoint file not found: {pretrained}")
+        where = "" if Path(pretrained).is_absolute() else f" (looked in {Path.cwd()} and in {CHECKOUT})"
+        raise InputError(f"pretrained checkpoint file not found: {pretrained}{where}")
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained)
     except RuntimeError as err:  # unknown architecture or tag, or weights of another architecture
@@ -61,12 +64,21 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Image
     return model, preprocess_of(model)
 
 
+def resolve_weights(pretrained: str | None) -> str | None:
+    """``pretrained`` itself, except a relative file path missing from the current folder but present in the uft
+    checkout, which becomes that file's path."""
+    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_absolute():
+        if not Path(pretrained).is_file() and (CHECKOUT / pretrained).is_file():
+            return str(CHECKOUT / pretrained)
+    return pretrained
+
+
 def weights_identity(pretrained: str | None) -> str:
     """What identifies the pretrained weights: ``sha256:<hex>`` of a local file (so a checkpoint trained on
     ``data/w.pt`` matches ``/abs/path/w.pt``), the open_clip tag, or ``random``."""
     if not pretrained:
         return "random"
-    path = Path(pretrained)
+    path = Path(resolve_weights(pretrained))
     if not path.is_file():
         return pretrained
     stat = path.resolve().stat()

@@ -44,6 +44,10 @@ class WorldBenchmark(DataRecipe):
     def params(self) -> dict:
         return dict(vars(self))
 
+    def describe(self) -> str:
+        count = len(CATEGORIES) * (self.target_per_class + self.test_per_class)
+        return f"the world benchmark ({count} images of {self.size}x{self.size} pixels, {self.style}, {self.shift})"
+
     def make(self, root: Path) -> None:
         (root / "classes.txt").write_text("\n".join(CATEGORIES) + "\n")
         for split_id, (split, count) in enumerate((("target", self.target_per_class), ("test", self.test_per_class))):
