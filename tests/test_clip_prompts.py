@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import open_clip
 import pytest
 import torch
 from torch import nn
 
-from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters
+from uft.clip import encode_text_embeddings, encode_tokens, load_clip, pooled_length, tokenize, visual_norm_parameters
 from uft.errors import InputError
 from uft.prompts import PromptLearner, class_prompt
 
@@ -94,3 +96,98 @@ def test_local_checkpoint_file_loads_through_open_clip(tmp_path):
     loaded, _ = load_clip(TINY, str(path))
     for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+# --- the text tower over the positions that matter ---------------------------------------------------------------
+
+LONG = "_".join(["very"] * 40) + "_long_name"  # about 45 tokens: the prompt ends near the context's end
+SHORT_AND_LONG = {"short": ["tv", "cat", "desk_lamp"], "long": ["tv", LONG, "desk_lamp"]}
+
+
+@pytest.mark.parametrize("model_name", ["uft-tiny-vit", "uft-tiny-rn", "ViT-B-32"])
+@pytest.mark.parametrize("names", ["short", "long"])
+def test_truncated_text_features_equal_the_full_length_pass(model_name, names):
+    """Running the causal text tower only up to the last end-of-text token gives open_clip's full 77-token
+    features, for the tiny architectures and a real one (random weights), for short and for long class names."""
+    torch.manual_seed(0)
+    model, _ = load_clip(model_name, None)
+    texts = [class_prompt("a photo of a", n) for n in SHORT_AND_LONG[names]]
+    tokens = tokenize(model_name, texts)
+    length = pooled_length(model, tokens)
+    ends = tokens.argmax(dim=-1)
+    assert length % 8 == 0 and int(ends.max()) < length <= int(ends.max()) + 8
+    if names == "short":
+        assert length <= 16  # "a photo of a desk lamp." is 8 tokens with start and end
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        truncated = encode_tokens(model, tokens)
+        from_embeddings = encode_text_embeddings(model, model.token_embedding(tokens), tokens)
+    torch.testing.assert_close(truncated, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(from_embeddings, full, rtol=1e-5, atol=1e-5)
+
+
+def test_truncation_changes_features_it_must_not_cut(clip):
+    """The check has teeth: cutting before an end-of-text token, or keeping the cut for a tower that pools the
+    last position, gives other features; such towers run over the full context."""
+    model, _ = clip
+    tokens = tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES])
+    length = int(tokens.argmax(dim=-1).max())  # one short of the last end-of-text token
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        cut = encode_text_embeddings(model, model.token_embedding(tokens), tokens, length=length)
+    assert not torch.allclose(cut, full, atol=1e-3)
+    model.text_pool_type = "last"
+    try:
+        assert pooled_length(model, tokens) == tokens.shape[1]
+    finally:
+        model.text_pool_type = "argmax"
+    mask, model.attn_mask = model.attn_mask, None
+    try:
+        assert pooled_length(model, tokens) == tokens.shape[1]
+    finally:
+        model.attn_mask = mask
+
+
+def test_prompt_learner_builds_only_the_positions_asked_for(clip):
+    model, _ = clip
+    prompts = learner(model)
+    length = pooled_length(model, prompts.tokens)
+    assert prompts(length).shape[:2] == (len(NAMES), length)
+    torch.testing.assert_close(prompts(length), prompts()[:, :length])
+
+
+def test_chunked_encoding_with_checkpointing_gives_the_same_features_and_gradients(clip):
+    """Chunks of 2 of 5 prompts, recomputed in the backward pass: the same features and context gradient as one
+    pass, and fewer activations kept for the backward pass."""
+    model, _ = clip
+    names = ["tv", "cat", "desk_lamp", LONG, "bike"]
+    prompts = PromptLearner(names, lambda t: tokenize(TINY, t), model.token_embedding, "a photo of a")
+    length = pooled_length(model, prompts.tokens)
+    results = []
+    for chunk in (None, 2):
+        prompts.ctx.grad = None
+        with saved_bytes() as saved:
+            feats = encode_text_embeddings(model, prompts(length), prompts.tokens, length, chunk_size=chunk)
+        feats.square().sum().backward()
+        results.append((feats.detach(), prompts.ctx.grad.clone(), saved[0]))
+    (full, full_grad, full_saved), (chunked, chunked_grad, chunked_saved) = results
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked_grad, full_grad, rtol=1e-4, atol=1e-5)  # summed in another order
+    assert chunked_saved < full_saved / 3
+    with torch.no_grad():  # without gradients, chunks are encoded one after the other, nothing recomputed
+        torch.testing.assert_close(
+            encode_text_embeddings(model, prompts(length), prompts.tokens, length, chunk_size=2), full
+        )
+
+
+@contextlib.contextmanager
+def saved_bytes():
+    """Bytes of the tensors autograd keeps for the backward pass while the block runs (in a one-element list)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total

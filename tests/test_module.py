@@ -11,7 +11,7 @@ from uft.clip import tokenize
 from uft.objectives import UEO
 from uft.prompts import class_prompt
 
-from .conftest import TINY
+from .conftest import TINY, demo_args
 
 NAMES = ["circle", "square", "triangle"]
 
@@ -119,3 +119,23 @@ def test_cosine_is_float32_under_bf16_autocast():
             mixed = module.cosine(images)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, exact, rtol=0, atol=0.03)
+
+
+@pytest.mark.parametrize(("tune", "training_passes"), [("both", 2), ("visual", 1)])
+def test_class_texts_are_encoded_once_per_pass_that_needs_them(
+    shapes_dir, tmp_path, monkeypatch, tune, training_passes
+):
+    """One epoch of 2 steps: the text tower runs once per training step while the context trains (once in all when
+    it is frozen), once for the confidence pass and once per evaluation epoch, never per evaluation batch."""
+    import uft.module
+    from uft.cli import cli_main
+
+    calls = []
+    original = uft.module.encode_text_embeddings
+    monkeypatch.setattr(uft.module, "encode_text_embeddings", lambda *a, **k: calls.append(1) or original(*a, **k))
+    args = demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1", "--data.eval_batch_size=4", f"--model.tune={tune}")
+    cli_main(["fit", *args])
+    assert len(calls) == training_passes + 1 + 1  # steps, confidence pass, one validation epoch (18 batches)
+    calls.clear()
+    cli_main(["validate", *args])
+    assert len(calls) == 1

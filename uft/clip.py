@@ -3,8 +3,8 @@
 Backbones are named exactly as open_clip names them: ``model_name`` is an architecture (``ViT-B-16``) or an
 ``hf-hub:org/repo`` name; ``pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b88k``), a local
 checkpoint file, or empty for random weights. A relative file path is looked up in the current folder, then in the
-uft checkout (so the shipped ``data/world/uft-world-vit.pt`` is found from anywhere). The tiny architectures in ``uft/model_configs`` are registered with
-open_clip on import, for tests and the demo.
+uft checkout (so the shipped ``data/world/uft-world-vit.pt`` is found from anywhere). The tiny architectures in
+``uft/model_configs`` are registered with open_clip on import, for tests and the demo.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from uft.errors import InputError, first_line
 
@@ -105,20 +107,73 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
 
 
-def encode_text_embeddings(clip: nn.Module, embeddings: Tensor, tokens: Tensor) -> Tensor:
+def pooled_length(clip: nn.Module, tokens: Tensor, multiple: int = 8) -> int:
+    """How many leading positions the text tower must run over for exact features of every row of ``tokens``.
+
+    CLIP's text transformer is causal and reads each text's feature at its end-of-text token, so nothing after the
+    last row's end-of-text token can change a feature: the length is that position plus one, rounded up to a
+    ``multiple`` (kernels prefer it), at most the context length. A tower without a causal mask, or one that pools
+    another position (``first``, ``last``, none), runs over the full context. Reads ``tokens`` on the host: compute
+    it once per token set, not in a training step.
+    """
+    full = tokens.shape[1]
+    pool = getattr(clip, "text_pool_type", "argmax")
+    if getattr(clip, "attn_mask", None) is None or pool not in ("argmax", "eos"):
+        return full
+    end = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == clip.text_eos_id).int().argmax(dim=-1)
+    needed = int(end.max()) + 1
+    return min(full, -(-needed // multiple) * multiple)
+
+
+def encode_text_embeddings(
+    clip: nn.Module,
+    embeddings: Tensor,
+    tokens: Tensor,
+    length: int | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
     """Run CLIP's text tower on token embeddings instead of token ids (so learnable context can enter).
 
-    Mirrors open_clip's ``CLIP.encode_text`` after the embedding lookup. ``tokens`` locates the pooling position
-    (the end-of-text token) exactly as the tower would for the same text. Returns unnormalised features.
+    Mirrors open_clip's ``CLIP.encode_text`` after the embedding lookup, over the first ``length`` positions only
+    (default :func:`pooled_length`; ``tokens.shape[1]`` for the full context): the features are those of the
+    full-length pass. ``tokens`` locates the pooling position (the end-of-text token) exactly as the tower would for
+    the same text. With ``chunk_size``, the texts are encoded that many at a time and, when gradients are recorded,
+    each chunk's activations are recomputed in the backward pass (activation checkpointing): the memory kept for the
+    backward pass is then one chunk's inputs instead of every layer's activations of all texts, for one more
+    forward pass of the text tower. Returns unnormalised features.
     """
+    length = pooled_length(clip, tokens) if length is None else length
+    embeddings, tokens = embeddings[:, :length], tokens[:, :length]
+    if chunk_size is None or chunk_size >= len(tokens):
+        return _encode_positions(clip, embeddings, tokens)
+    parts = []
+    for emb, tok in zip(embeddings.split(chunk_size), tokens.split(chunk_size)):
+        if torch.is_grad_enabled() and emb.requires_grad:
+            parts.append(checkpoint(_encode_positions, clip, emb, tok, use_reentrant=False))
+        else:
+            parts.append(_encode_positions(clip, emb, tok))
+    return torch.cat(parts)
+
+
+def _encode_positions(clip: nn.Module, embeddings: Tensor, tokens: Tensor) -> Tensor:
+    length = tokens.shape[1]
     cast_dtype = clip.transformer.get_cast_dtype()
-    x = embeddings.to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
-    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    x = embeddings.to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    mask = clip.attn_mask
+    x = clip.transformer(x, attn_mask=None if mask is None else mask[:length, :length])
     x = clip.ln_final(x)
     x = open_clip.transformer.text_global_pool(x, tokens, clip.text_pool_type, getattr(clip, "text_eos_id", None))
     if clip.text_projection is not None:
         x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
     return x
+
+
+def encode_tokens(clip: nn.Module, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
+    """``clip.encode_text(tokens)`` (unnormalised) over the positions up to the last end-of-text token only;
+    ``tokens`` may be on the host (the tokenizer's output), they are moved to the model's device."""
+    length = pooled_length(clip, tokens)
+    tokens = tokens[:, :length].to(clip.token_embedding.weight.device)
+    return encode_text_embeddings(clip, clip.token_embedding(tokens), tokens, length, chunk_size)
 
 
 def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:

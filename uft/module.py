@@ -13,7 +13,15 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from uft.clip import encode_text_embeddings, load_clip, tokenize, visual_norm_parameters, weights_identity
+from uft.clip import (
+    encode_text_embeddings,
+    encode_tokens,
+    load_clip,
+    pooled_length,
+    tokenize,
+    visual_norm_parameters,
+    weights_identity,
+)
 from uft.data.contract import TargetData
 from uft.data.skipped import unmark
 from uft.distributed import gather_batch, gather_objects, sum_over_processes
@@ -61,6 +69,11 @@ class UFTModule(LightningModule):
             ``["test", "target"]``.
         frozen_dtype: storage type of the frozen CLIP weights: ``bfloat16`` or ``float16`` halve their memory and
             need a mixed ``trainer.precision`` (``bf16-mixed``, ``16-mixed``). Trained parameters stay float32.
+        text_chunk_size: encode the class prompts this many at a time, recomputing each chunk's text-tower
+            activations in the backward pass (activation checkpointing): for thousands of classes, the memory kept
+            for the backward pass no longer grows with the class count, for one more text forward pass per step.
+            Default: all prompts at once. The text tower always runs only up to the longest prompt's end-of-text
+            token (exact: it is causal).
     """
 
     def __init__(
@@ -79,11 +92,14 @@ class UFTModule(LightningModule):
         zero_shot_templates: list[str] | None = None,
         eval_splits: list[str] | None = None,
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        text_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         for name, lr in (("prompt_lr", prompt_lr), ("visual_lr", visual_lr)):
             if not (math.isfinite(lr) and lr > 0):
                 raise InputError(f"model.{name} must be a positive learning rate, got {lr}")
+        if text_chunk_size is not None and text_chunk_size < 1:
+            raise InputError(f"model.text_chunk_size must be a positive number of classes, got {text_chunk_size}")
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])  # eval_splits as resolved above
         self.objective = objective
@@ -94,6 +110,7 @@ class UFTModule(LightningModule):
             class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
         )
         self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
+        self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
@@ -105,7 +122,9 @@ class UFTModule(LightningModule):
         self._table_source: str | None = None  # of a table read from a checkpoint
         self._schedule_steps: int | None = None
         self._planned_steps: int | None = None  # of a checkpoint
-        self._last_finite_loss: tuple[int, float] | None = None  # (step, loss), for the divergence message
+        self._last_finite_loss: tuple[int, Tensor] | None = None  # (step, loss), for the divergence message
+        self._step_loss: tuple[int, Tensor, str] | None = None  # (step, loss, learning rates) of the running step
+        self._finite_check: tuple[int, Tensor, Tensor, str] | None = None  # the above and "all finite?", unread
         self._eval_text: Tensor | None = None
         self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
         self._excluded: Tensor | None = None  # target samples that never train (unreadable), by sample index
@@ -118,7 +137,9 @@ class UFTModule(LightningModule):
     # ---------------------------------------------------------------- features
     def text_features(self) -> Tensor:
         """L2-normalised features of the K class prompts, with gradients to the context."""
-        feats = encode_text_embeddings(self.clip, self.prompts(), self.prompts.tokens)
+        length = self.text_length
+        embeddings, tokens = self.prompts(length), self.prompts.tokens
+        feats = encode_text_embeddings(self.clip, embeddings, tokens, length, self.hparams.text_chunk_size)
         return F.normalize(feats, dim=-1)
 
     def image_features(self, images: Tensor) -> Tensor:
@@ -270,26 +291,54 @@ class UFTModule(LightningModule):
                     return None  # nothing readable in this batch: no step
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
-        value = float(loss)  # the same on every process: they all stop at the same step
-        if not math.isfinite(value):
-            raise Diverged(self._divergence(f"the loss is {value}"))
-        self._last_finite_loss = (self.global_step, value)
+        groups = self._trainer.optimizers[0].param_groups if self._trainer is not None else []
+        rates = ", ".join(f"{g['name']} {g['lr']:.3g}" for g in groups)  # of this step, for a divergence message
+        self._step_loss = (self.global_step, loss.detach(), rates)
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # After the optimiser step (the checkpoint callback refuses to save such a state before this runs).
-        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
-        if not bool(torch.stack([torch.isfinite(p).all() for _, p in trained]).all()):  # one device sync
-            bad = [name for name, p in trained if not torch.isfinite(p).all()]
-            raise Diverged(self._divergence(f"the parameters {', '.join(bad[:3])} are no longer finite"))
+        # After the optimiser step (the checkpoint callback refuses to save a non-finite state before this runs).
+        # A non-finite loss or parameter stops the run. The check of this step is queued on the device and read at
+        # the next step: reading a device value waits for the device, and waiting for the step just queued would
+        # leave it idle while the next step is prepared. The loss is the same on every process, and so are the
+        # parameters: every process stops at the same step.
+        if outputs is None or self._step_loss is None:
+            return
+        step, loss, rates = self._step_loss
+        trained = [p for p in self.parameters() if p.requires_grad]
+        finite = torch.stack([torch.isfinite(loss), *(torch.isfinite(p).all() for p in trained)]).all()
+        previous, self._finite_check = self._finite_check, (step, finite, loss, rates)
+        if previous is not None:
+            self._read_finite_check(previous)
 
-    def _divergence(self, what: str) -> str:
-        rates = ", ".join(f"{g['name']} {g['lr']:.3g}" for g in self.trainer.optimizers[0].param_groups)
+    def on_train_epoch_end(self) -> None:
+        self._flush_finite_check()
+
+    def on_train_end(self) -> None:
+        self._flush_finite_check()
+
+    def _flush_finite_check(self) -> None:
+        pending, self._finite_check = self._finite_check, None
+        if pending is not None:
+            self._read_finite_check(pending)
+
+    def _read_finite_check(self, check: tuple[int, Tensor, Tensor, str]) -> None:
+        step, finite, loss, rates = check
+        if bool(finite):
+            self._last_finite_loss = (step, loss)
+            return
+        self._finite_check = None
+        if not bool(torch.isfinite(loss)):
+            raise Diverged(self._divergence(step, rates, f"the loss is {float(loss)}"))
+        bad = [name for name, p in self.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        raise Diverged(self._divergence(step, rates, f"the parameters {', '.join(bad[:3])} are no longer finite"))
+
+    def _divergence(self, step: int, rates: str, what: str) -> str:
         last = self._last_finite_loss
-        before = f"; last finite loss {last[1]:.6g} at step {last[0]}" if last else ""
+        before = f"; last finite loss {float(last[1]):.6g} at step {last[0]}" if last else ""
         return (
-            f"training diverged at step {self.global_step}: {what} (learning rates: {rates}{before}); lower "
+            f"training diverged at step {step}: {what} (learning rates: {rates}{before}); lower "
             "model.prompt_lr / model.visual_lr. The last saved checkpoint was left as it was"
         )
 
@@ -337,8 +386,9 @@ class UFTModule(LightningModule):
     def template_features(self, templates: list[str]) -> Tensor:
         """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space."""
         names = [name.replace("_", " ") for name in self.hparams.class_names]
+        chunk = self.hparams.text_chunk_size
         per_template = [
-            self.clip.encode_text(tokenize(self.hparams.model_name, [t.format(n) for n in names]).to(self.device))
+            encode_tokens(self.clip, tokenize(self.hparams.model_name, [t.format(n) for n in names]), chunk)
             for t in templates
         ]
         return F.normalize(torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(dim=0), dim=-1)
@@ -392,6 +442,7 @@ class UFTModule(LightningModule):
         self._eval_text = None
 
     def on_validation_epoch_start(self) -> None:
+        self._flush_finite_check()  # validation within fit runs before the training epoch ends
         self._eval_start()
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -41,7 +41,9 @@ class PromptLearner(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
 
-    def forward(self) -> Tensor:
-        """Prompt embeddings of shape (K, context_length, width)."""
+    def forward(self, length: int | None = None) -> Tensor:
+        """Prompt embeddings of shape (K, length, width): the first ``length`` positions (default: the whole
+        context), e.g. up to the last end-of-text token (:func:`uft.clip.pooled_length`)."""
         ctx = self.ctx.unsqueeze(0).expand(self.prefix.shape[0], -1, -1)
-        return torch.cat([self.prefix, ctx, self.suffix], dim=1)
+        suffix = self.suffix if length is None else self.suffix[:, : max(length - 1 - self.n_ctx, 0)]
+        return torch.cat([self.prefix, ctx, suffix], dim=1)
