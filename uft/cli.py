@@ -90,9 +90,12 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:
+        # torch's refusal under weights_only is a page of advice; its gist fits in a few words.
+        why = "it is not a torch file, or holds objects other than tensors and plain values"
+        detail = why if "Weights only load failed" in str(err) else first_line(err, 160)
         raise InputError(
             f"checkpoint {ckpt_path} cannot be read (truncated, or not a checkpoint file): {type(err).__name__}: "
-            f"{first_line(err, 160)}"
+            f"{detail}"
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"{ckpt_path} is not a uft checkpoint (no state_dict): pass a last.ckpt written by uft fit")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
@@ -107,14 +108,15 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
 
 
-def pooled_length(clip: nn.Module, tokens: Tensor, multiple: int = 8) -> int:
+def pooled_length(clip: nn.Module, tokens: Tensor, multiple: int = 1) -> int:
     """How many leading positions the text tower must run over for exact features of every row of ``tokens``.
 
     CLIP's text transformer is causal and reads each text's feature at its end-of-text token, so nothing after the
     last row's end-of-text token can change a feature: the length is that position plus one, rounded up to a
-    ``multiple`` (kernels prefer it), at most the context length. A tower without a causal mask, or one that pools
-    another position (``first``, ``last``, none), runs over the full context. Reads ``tokens`` on the host: compute
-    it once per token set, not in a training step.
+    ``multiple``, at most the context length. No rounding by default: the text tower's linear layers see K x length
+    tokens whatever the length, so padding positions only adds work (measured in ``bench/step_bench.py``). A tower
+    without a causal mask, or one that pools another position (``first``, ``last``, none), runs over the full
+    context. Reads ``tokens`` on the host: compute it once per token set, not in a training step.
     """
     full = tokens.shape[1]
     pool = getattr(clip, "text_pool_type", "argmax")
@@ -131,36 +133,47 @@ def encode_text_embeddings(
     tokens: Tensor,
     length: int | None = None,
     chunk_size: int | None = None,
+    shared_prefix: int = 0,
 ) -> Tensor:
     """Run CLIP's text tower on token embeddings instead of token ids (so learnable context can enter).
 
     Mirrors open_clip's ``CLIP.encode_text`` after the embedding lookup, over the first ``length`` positions only
     (default :func:`pooled_length`; ``tokens.shape[1]`` for the full context): the features are those of the
     full-length pass. ``tokens`` locates the pooling position (the end-of-text token) exactly as the tower would for
-    the same text. With ``chunk_size``, the texts are encoded that many at a time and, when gradients are recorded,
-    each chunk's activations are recomputed in the backward pass (activation checkpointing): the memory kept for the
+    the same text.
+
+    ``shared_prefix``: the number of leading positions whose embeddings are the same in every row (the start token
+    and a shared prompt context). The tower is causal, so their activations are the same in every row too: they are
+    computed once and every row attends to them (exact; standard open_clip blocks only, others run every row in
+    full). With ``chunk_size``, the texts are encoded that many at a time and, when gradients are recorded, each
+    chunk's activations are recomputed in the backward pass (activation checkpointing): the memory kept for the
     backward pass is then one chunk's inputs instead of every layer's activations of all texts, for one more
     forward pass of the text tower. Returns unnormalised features.
     """
     length = pooled_length(clip, tokens) if length is None else length
     embeddings, tokens = embeddings[:, :length], tokens[:, :length]
+    shared = shared_prefix if 0 < shared_prefix < int(tokens.shape[1]) and _blocks_share_prefix(clip) else 0
     if chunk_size is None or chunk_size >= len(tokens):
-        return _encode_positions(clip, embeddings, tokens)
+        return _encode_positions(clip, embeddings, tokens, shared)
     parts = []
     for emb, tok in zip(embeddings.split(chunk_size), tokens.split(chunk_size)):
         if torch.is_grad_enabled() and emb.requires_grad:
-            parts.append(checkpoint(_encode_positions, clip, emb, tok, use_reentrant=False))
+            parts.append(checkpoint(_encode_positions, clip, emb, tok, shared, use_reentrant=False))
         else:
-            parts.append(_encode_positions(clip, emb, tok))
+            parts.append(_encode_positions(clip, emb, tok, shared))
     return torch.cat(parts)
 
 
-def _encode_positions(clip: nn.Module, embeddings: Tensor, tokens: Tensor) -> Tensor:
+def _encode_positions(clip: nn.Module, embeddings: Tensor, tokens: Tensor, shared: int = 0) -> Tensor:
     length = tokens.shape[1]
     cast_dtype = clip.transformer.get_cast_dtype()
     x = embeddings.to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
-    mask = clip.attn_mask
-    x = clip.transformer(x, attn_mask=None if mask is None else mask[:length, :length])
+    mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length].contiguous()
+    if shared:
+        x = _shared_prefix_transformer(clip.transformer, x[:1, :shared], x[:, shared:], mask)
+        tokens = tokens[:, shared:]  # the end-of-text token lies after the shared prefix
+    else:
+        x = clip.transformer(x, attn_mask=mask)
     x = clip.ln_final(x)
     x = open_clip.transformer.text_global_pool(x, tokens, clip.text_pool_type, getattr(clip, "text_eos_id", None))
     if clip.text_projection is not None:
@@ -168,12 +181,67 @@ def _encode_positions(clip: nn.Module, embeddings: Tensor, tokens: Tensor) -> Te
     return x
 
 
+def _blocks_share_prefix(clip: nn.Module) -> bool:
+    """Whether the text tower is a stack of open_clip's standard blocks, which the shared-prefix pass mirrors."""
+    tower = clip.transformer
+    return tower.batch_first and all(
+        type(block) is open_clip.transformer.ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")
+        and block.attn.batch_first
+        and block.attn._qkv_same_embed_dim
+        and block.attn.bias_k is None
+        and not block.attn.add_zero_attn
+        for block in tower.resblocks
+    )
+
+
+def _shared_prefix_transformer(tower: nn.Module, prefix: Tensor, rest: Tensor, mask: Tensor | None) -> Tensor:
+    """open_clip's ``Transformer`` on rows that all begin with the same ``prefix`` (1, P, D) followed by their own
+    ``rest`` (K, S, D): the prefix runs once, each row's positions attend to it and (causally) to their own.
+    Returns the output at the ``rest`` positions (K, S, D)."""
+    p = prefix.shape[1]
+    for block in tower.resblocks:
+        prefix, rest = _shared_prefix_block(block, prefix, rest, mask, p)
+    return rest
+
+
+def _shared_prefix_block(block: nn.Module, prefix: Tensor, rest: Tensor, mask: Tensor | None, p: int):
+    attn = block.attn
+    heads, width = attn.num_heads, prefix.shape[-1]
+
+    def split(x: Tensor) -> Tensor:  # (B, L, D) -> (B, heads, L, D / heads)
+        return x.unflatten(-1, (heads, width // heads)).transpose(1, 2)
+
+    def merge(x: Tensor) -> Tensor:
+        return attn.out_proj(x.transpose(1, 2).flatten(2))
+
+    q_p, k_p, v_p = map(split, F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    q_r, k_r, v_r = map(split, F.linear(block.ln_1(rest), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    rows = rest.shape[0]
+    keys = torch.cat([k_p.expand(rows, -1, -1, -1), k_r], dim=2)
+    values = torch.cat([v_p.expand(rows, -1, -1, -1), v_r], dim=2)
+    mask_p = None if mask is None else mask[:p, :p].to(q_p.dtype)
+    mask_r = None if mask is None else mask[p:, :].to(q_r.dtype)
+    prefix = prefix + block.ls_1(merge(F.scaled_dot_product_attention(q_p, k_p, v_p, attn_mask=mask_p)))
+    rest = rest + block.ls_1(merge(F.scaled_dot_product_attention(q_r, keys, values, attn_mask=mask_r)))
+    prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
+    rest = rest + block.ls_2(block.mlp(block.ln_2(rest)))
+    return prefix, rest
+
+
+def common_prefix(tokens: Tensor) -> int:
+    """How many leading tokens every row of ``tokens`` shares (e.g. the start token and ``a photo of a``)."""
+    same = (tokens == tokens[:1]).all(dim=0)
+    return int(same.long().cumprod(0).sum())
+
+
 def encode_tokens(clip: nn.Module, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
-    """``clip.encode_text(tokens)`` (unnormalised) over the positions up to the last end-of-text token only;
-    ``tokens`` may be on the host (the tokenizer's output), they are moved to the model's device."""
-    length = pooled_length(clip, tokens)
+    """``clip.encode_text(tokens)`` (unnormalised) over the positions up to the last end-of-text token only, the
+    leading tokens common to all rows encoded once; ``tokens`` may be on the host (the tokenizer's output), they are
+    moved to the model's device."""
+    length, shared = pooled_length(clip, tokens), common_prefix(tokens)
     tokens = tokens[:, :length].to(clip.token_embedding.weight.device)
-    return encode_text_embeddings(clip, clip.token_embedding(tokens), tokens, length, chunk_size)
+    return encode_text_embeddings(clip, clip.token_embedding(tokens), tokens, length, chunk_size, shared)
 
 
 def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:

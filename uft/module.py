@@ -24,7 +24,7 @@ from uft.clip import (
 )
 from uft.data.contract import TargetData
 from uft.data.skipped import unmark
-from uft.distributed import gather_batch, gather_objects, sum_over_processes
+from uft.distributed import gather_batch, gather_objects, sum_over_processes, world_size
 from uft.errors import Diverged, InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
@@ -73,7 +73,7 @@ class UFTModule(LightningModule):
             activations in the backward pass (activation checkpointing): for thousands of classes, the memory kept
             for the backward pass no longer grows with the class count, for one more text forward pass per step.
             Default: all prompts at once. The text tower always runs only up to the longest prompt's end-of-text
-            token (exact: it is causal).
+            token, and the start token and context, alike in every prompt, run once (both exact: it is causal).
     """
 
     def __init__(
@@ -128,6 +128,8 @@ class UFTModule(LightningModule):
         self._eval_text: Tensor | None = None
         self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
         self._excluded: Tensor | None = None  # target samples that never train (unreadable), by sample index
+        self._any_excluded = False  # whether `_excluded` holds any, known on the host
+        self._batch_marked = False  # whether the current batch holds an unreadable image, read on the host
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
@@ -139,7 +141,8 @@ class UFTModule(LightningModule):
         """L2-normalised features of the K class prompts, with gradients to the context."""
         length = self.text_length
         embeddings, tokens = self.prompts(length), self.prompts.tokens
-        feats = encode_text_embeddings(self.clip, embeddings, tokens, length, self.hparams.text_chunk_size)
+        chunk, shared = self.hparams.text_chunk_size, self.prompts.shared_prefix
+        feats = encode_text_embeddings(self.clip, embeddings, tokens, length, chunk, shared)
         return F.normalize(feats, dim=-1)
 
     def image_features(self, images: Tensor) -> Tensor:
@@ -207,6 +210,7 @@ class UFTModule(LightningModule):
         if isinstance(data, TargetData):
             self._excluded = torch.zeros(data.num_target_samples, dtype=torch.bool, device=self.device)
             self._excluded[data.skipped_indices("target")] = True
+            self._any_excluded = bool(data.skipped_indices("target"))
         if not self.objective.needs_table:
             return
         data = self._target_data()
@@ -221,7 +225,8 @@ class UFTModule(LightningModule):
             unreadable = cosine.isnan().any(dim=1)
             if unreadable.any():
                 data.report_skipped("target", unreadable.nonzero().squeeze(1).tolist())
-            self._excluded |= unreadable
+                self._excluded |= unreadable
+                self._any_excluded = True
             self.target_table = self._prepare_table(cosine, labels)
         elif len(self.target_table) != data.num_target_samples:
             raise InputError(
@@ -278,17 +283,11 @@ class UFTModule(LightningModule):
                     self._frozen_text = self.text_features()
             text = self._frozen_text
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
-        cosine = gather_batch(self.cosine(images, text))
-        readable, index = unmark(gather_batch(index))
-        if not bool(readable.all()):  # the same on every process: they report and drop the same rows
-            self._target_data().report_skipped("target", index[~readable].tolist())
-            self._excluded[index[~readable]] = True
-        if self._excluded is not None:
-            keep = ~self._excluded[index]
-            if not bool(keep.all()):
-                cosine, index = cosine[keep], index[keep]
-                if not len(index):
-                    return None  # nothing readable in this batch: no step
+        cosine, index = gather_batch(self.cosine(images, text)), gather_batch(index)
+        if self._drop_needed():
+            cosine, index = self._drop_unreadable(cosine, index)
+            if not len(index):
+                return None  # nothing readable in this batch: no step
         table = self.target_table[index] if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         groups = self._trainer.optimizers[0].param_groups if self._trainer is not None else []
@@ -296,6 +295,32 @@ class UFTModule(LightningModule):
         self._step_loss = (self.global_step, loss.detach(), rates)
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         return loss
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        # The index column on the host, before it moves to the device: whether an image of this batch could not
+        # be read is known here without waiting for the device.
+        self._batch_marked = bool((batch[-1] < 0).any())
+        return batch
+
+    def _drop_needed(self) -> bool:
+        """Whether the global batch may hold rows that must not train: decided on the host, and agreed over
+        processes (one small all-reduce per step on several processes; none on one)."""
+        needed = self._batch_marked or self._any_excluded
+        if world_size() == 1:
+            return needed
+        flag = torch.tensor([float(needed)], device=self.device)
+        return bool(sum_over_processes(flag) > 0)
+
+    def _drop_unreadable(self, cosine: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The global batch without unreadable samples: those marked in it (reported, and excluded from now on)
+        and those found earlier. The same on every process."""
+        readable, index = unmark(index)
+        if not bool(readable.all()):
+            self._target_data().report_skipped("target", index[~readable].tolist())
+            self._excluded[index[~readable]] = True
+            self._any_excluded = True
+        keep = ~self._excluded[index]
+        return cosine[keep], index[keep]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # After the optimiser step (the checkpoint callback refuses to save a non-finite state before this runs).
@@ -400,9 +425,9 @@ class UFTModule(LightningModule):
 
     def _readable(self, split: str, index: Tensor, *rows: Tensor) -> tuple[Tensor, ...]:
         """``rows`` without the samples whose image could not be read (remembered to report at the end)."""
-        readable, index = unmark(index)
-        if bool(readable.all()):
+        if not self._batch_marked:
             return (index, *rows)
+        readable, index = unmark(index)
         self._eval_skipped.setdefault(split, []).extend(index[~readable].tolist())
         return (index[readable], *(x[readable] for x in rows))
 

@@ -41,6 +41,11 @@ class PromptLearner(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
 
+    @property
+    def shared_prefix(self) -> int:
+        """Leading positions embedded alike in every class prompt: the start token and the context."""
+        return 1 + self.n_ctx
+
     def forward(self, length: int | None = None) -> Tensor:
         """Prompt embeddings of shape (K, length, width): the first ``length`` positions (default: the whole
         context), e.g. up to the last end-of-text token (:func:`uft.clip.pooled_length`)."""
