@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
-from uft.metrics import METRIC_NAMES, OpenSetMetrics
+from uft.metrics import DECISION_NAMES, METRIC_NAMES, OpenSetMetrics
 
 TOL = 1e-6
 
@@ -42,7 +42,7 @@ def sklearn_reference(logits: torch.Tensor, labels: torch.Tensor, num_known: int
 
 def assert_metrics_close(got: dict[str, float], expected: dict[str, float], tol: float = TOL) -> None:
     """Same keys; each value equal within ``tol``, or both NaN."""
-    assert set(got) == {*METRIC_NAMES, "samples"}
+    assert set(got) == {*METRIC_NAMES, *DECISION_NAMES, "samples"}
     for name in METRIC_NAMES:
         assert isinstance(got[name], float), name
         if math.isnan(expected[name]):

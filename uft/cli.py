@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from uft.callbacks import MetricsJSON, RunCheckpoint
+from uft.callbacks import MetricsJSON, PredictionCSV, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
 from uft.errors import InputError, first_line
@@ -28,6 +28,9 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
 # Logged metrics are computed from states already gathered over all processes: the same value on each.
 warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*")
+# The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no such
+# hook, so Lightning's note that the module's is used says nothing.
+warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
 # `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
 warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
 
@@ -52,6 +55,8 @@ class UFTCLI(LightningCLI):
         # A checkpoint holds tensors and plain values only: never unpickle code from one (torch's own default,
         # stated so that it does not depend on the torch version).
         parser.set_defaults(weights_only=True)
+        if subcommand == "predict":  # predictions stream to predictions.csv; none are kept in memory
+            parser.set_defaults(return_predictions=False)
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -132,7 +137,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
         save_config_kwargs={"overwrite": True},
         # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
         parser_kwargs={"exit_on_error": False},
-        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [MetricsJSON()]},
+        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [MetricsJSON(), PredictionCSV()]},
     )
 
 

@@ -2,7 +2,7 @@
 
 Under the reference convention the scores passed to ``update`` are the plain cosine similarities between image
 and known-class text features (temperature 1), and the out-of-distribution score is the maximum softmax
-probability (MSP) over them.
+probability (MSP) over them; another score (:mod:`uft.scores`) can be chosen.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
+
 METRIC_NAMES = ("pacc", "gacc", "auroc", "fpr95", "hm")
+DECISION_NAMES = ("known_acc", "unknown_acc", "hscore", "threshold")  # of the known/unknown decision
 
 
 def binary_auroc(scores: Tensor, positive: Tensor) -> float:
@@ -57,9 +60,15 @@ class OpenSetMetrics(Metric):
 
     - ``pacc``: mean over the known classes present of per-class accuracy;
     - ``gacc``: accuracy over all known-class samples;
-    - ``auroc``: known = positive, score = maximum softmax probability;
+    - ``auroc``: known = positive, ranked by the OOD ``score`` (default: maximum softmax probability);
     - ``fpr95``: fraction of unknowns accepted at the threshold that keeps 95% of the knowns;
     - ``hm``: harmonic mean of ``pacc`` and ``auroc``;
+    - ``threshold``: the score below which a sample is called unknown, chosen by ``rule`` from the split's scores
+      without labels;
+    - ``known_acc``: mean over the known classes present of the share of their samples accepted as known and
+      classified right (OS* of open-set domain adaptation);
+    - ``unknown_acc``: share of unknown samples called unknown (UNK);
+    - ``hscore``: harmonic mean of ``known_acc`` and ``unknown_acc`` (the H-score);
     - ``samples``: how many samples were evaluated (over all processes).
 
     Detection metrics are NaN when the split holds no unknown (or no known) sample, as in the closed setting;
@@ -70,14 +79,21 @@ class OpenSetMetrics(Metric):
 
     Args:
         num_known: number K of known classes.
+        score: the out-of-distribution score (higher = known); default :class:`~uft.scores.MSP` at temperature 1.
+        rule: how the known/unknown threshold is chosen from the scores; default
+            :class:`~uft.scores.HistogramSplit`.
     """
 
     full_state_update = False
 
-    def __init__(self, num_known: int, **kwargs) -> None:
+    def __init__(
+        self, num_known: int, score: OODScore | None = None, rule: ThresholdRule | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.num_known = num_known
-        self.add_state("msp", default=[], dist_reduce_fx="cat")
+        self.score = score if score is not None else MSP()
+        self.rule = rule if rule is not None else HistogramSplit()
+        self.add_state("ood", default=[], dist_reduce_fx="cat")
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
@@ -86,16 +102,14 @@ class OpenSetMetrics(Metric):
             raise ValueError(f"expected scores over {self.num_known} known classes, got shape {tuple(logits.shape)}")
         if not torch.isfinite(logits).all():  # NaN would sort as the largest score: a "perfect" detector
             raise ValueError("OpenSetMetrics: scores must be finite (NaN or inf cannot be ranked)")
-        probs = torch.softmax(logits.float(), dim=-1)
-        msp, preds = probs.max(dim=-1)
-        self.msp.append(msp)
-        self.preds.append(preds.float())
+        self.ood.append(self.score(logits))
+        self.preds.append(logits.argmax(dim=-1).float())
         self.labels.append(labels.float())
 
     def compute(self) -> dict[str, float]:
         if len(self.labels) == 0:  # no sample on any process: an empty list, or an empty tensor after the sync
-            return {**dict.fromkeys(METRIC_NAMES, float("nan")), "samples": 0}
-        msp, preds, labels = dim_zero_cat(self.msp), dim_zero_cat(self.preds).long(), dim_zero_cat(self.labels).long()
+            return {**dict.fromkeys(METRIC_NAMES + DECISION_NAMES, float("nan")), "samples": 0}
+        ood, preds, labels = dim_zero_cat(self.ood), dim_zero_cat(self.preds).long(), dim_zero_cat(self.labels).long()
         known = labels < self.num_known
         correct = (preds == labels) & known
         per_class_hits = torch.bincount(labels[known], weights=correct[known].double(), minlength=self.num_known)
@@ -103,7 +117,28 @@ class OpenSetMetrics(Metric):
         present = per_class_count > 0
         pacc = float((per_class_hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
         gacc = float(correct.sum().double() / known.sum()) if known.any() else float("nan")
-        auroc = binary_auroc(msp, known)
-        fpr95 = fpr_at_tpr(msp, known, 0.95)
+        auroc = binary_auroc(ood, known)
+        fpr95 = fpr_at_tpr(ood, known, 0.95)
         hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")
-        return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm, "samples": labels.numel()}
+        threshold = self.rule.threshold(ood)
+        accepted = ood.double() >= threshold
+        hits = torch.bincount(labels[known], weights=(correct & accepted)[known].double(), minlength=self.num_known)
+        known_acc = float((hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
+        unknown_acc = float((~accepted[~known]).double().mean()) if (~known).any() else float("nan")
+        hscore = _harmonic(known_acc, unknown_acc)
+        return {
+            "pacc": pacc,
+            "gacc": gacc,
+            "auroc": auroc,
+            "fpr95": fpr95,
+            "hm": hm,
+            "known_acc": known_acc,
+            "unknown_acc": unknown_acc,
+            "hscore": hscore,
+            "threshold": threshold,
+            "samples": labels.numel(),
+        }
+
+
+def _harmonic(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b > 0 else float("nan")

@@ -29,6 +29,7 @@ from uft.errors import Diverged, InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
 from uft.prompts import PromptLearner
+from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
 
 TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
 TABLE_SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
@@ -74,6 +75,13 @@ class UFTModule(LightningModule):
             for the backward pass no longer grows with the class count, for one more text forward pass per step.
             Default: all prompts at once. The text tower always runs only up to the longest prompt's end-of-text
             token, and the start token and context, alike in every prompt, run once (both exact: it is causal).
+        ood_score: how "known" an image looks, from its cosine similarities to the class prompts: ranks images for
+            AUROC/FPR95 and drives the unknown decision (``uft.scores.MSP``, ``MaxLogit``, ``Energy``); default
+            MSP at temperature 1, the paper's.
+        unknown_rule: how the score threshold below which an image is called unknown is chosen, without labels
+            (``uft.scores.HistogramSplit``, ``UnknownShare``, ``FixedThreshold``). Evaluation applies it to each
+            split's scores, prediction to the target set's. Default ``HistogramSplit``: it assumes no unknown
+            share (which a user rarely knows) and needs no score-specific value.
     """
 
     def __init__(
@@ -93,6 +101,8 @@ class UFTModule(LightningModule):
         eval_splits: list[str] | None = None,
         frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         text_chunk_size: int | None = None,
+        ood_score: OODScore | None = None,
+        unknown_rule: ThresholdRule | None = None,
     ) -> None:
         super().__init__()
         for name, lr in (("prompt_lr", prompt_lr), ("visual_lr", visual_lr)):
@@ -101,7 +111,8 @@ class UFTModule(LightningModule):
         if text_chunk_size is not None and text_chunk_size < 1:
             raise InputError(f"model.text_chunk_size must be a positive number of classes, got {text_chunk_size}")
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
-        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler"])  # eval_splits as resolved above
+        # eval_splits as resolved above; the components are configured, not stored
+        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler", "ood_score", "unknown_rule"])
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -117,7 +128,12 @@ class UFTModule(LightningModule):
         for p in self.clip.parameters():
             if not p.requires_grad:
                 p.data = p.data.to(getattr(torch, frozen_dtype))
-        self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known=len(class_names)) for split in eval_splits})
+        self.ood_score = ood_score if ood_score is not None else MSP()
+        self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
+        self.metrics = nn.ModuleDict(
+            {split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule) for split in eval_splits}
+        )
+        self.predict_threshold: float | None = None  # of the unknown decision in prediction
         self.target_table: Tensor | None = None
         self._table_source: str | None = None  # of a table read from a checkpoint
         self._schedule_steps: int | None = None
@@ -247,7 +263,7 @@ class UFTModule(LightningModule):
         return table
 
     @torch.no_grad()
-    def zero_shot_cosine(self, loader, num_samples: int) -> Tensor:
+    def zero_shot_cosine(self, loader, num_samples: int, text: Tensor | None = None) -> Tensor:
         """One pass over the target set with the current (zero-shot) weights: cosine similarities
         (``num_samples``, K), each row at its sample index; the row of an image that could not be read is NaN.
 
@@ -257,7 +273,7 @@ class UFTModule(LightningModule):
         was_training = self.training
         self.eval()
         with self._autocast():
-            text = self.text_features()
+            text = self.text_features() if text is None else text
             cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
             filled = torch.zeros(num_samples, device=self.device)
             unreadable = torch.zeros(num_samples, device=self.device)
@@ -434,7 +450,7 @@ class UFTModule(LightningModule):
     def _report_eval_skipped(self) -> None:
         # Every process calls this (a collective): the split's unreadable samples of all processes, then the
         # same report everywhere (which may stop the run on every process at once).
-        for split in dict.fromkeys(["target", *self.hparams.eval_splits]):  # prediction reads the target set
+        for split in dict.fromkeys(["predict", *self.hparams.eval_splits]):
             found = sorted({i for part in gather_objects(self._eval_skipped.get(split, [])) for i in part})
             if found:
                 self._target_data().report_skipped(split, found)
@@ -487,16 +503,27 @@ class UFTModule(LightningModule):
 
     def on_predict_epoch_start(self) -> None:
         self._eval_start()
+        # The unknown decision's threshold, from the unlabeled target set's scores under the same weights.
+        data = self._target_data()
+        cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples, self._eval_text)
+        scores = self.ood_score(cosine[~cosine.isnan().any(dim=1)])
+        self.predict_threshold = self.unknown_rule.threshold(scores)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Per image: sample ``index``, ``pred_id`` (-1: unknown), ``score`` (the OOD score), ``known_prob`` (softmax
+        probability of the top class at temperature 1), ``top5`` class ids."""
+        images, index = batch
+        index, images = self._readable("predict", index, images)
+        cosine = self.cosine(images, self._eval_text)
+        probs = torch.softmax(cosine, dim=-1)
+        score = self.ood_score(cosine)
+        known_prob, top = probs.max(dim=-1)
+        pred = torch.where(score >= self.predict_threshold, top, torch.full_like(top, -1))
+        top5 = probs.topk(min(5, probs.shape[1]), dim=-1).indices
+        return {"index": index, "pred_id": pred, "score": score, "known_prob": known_prob, "top5": top5}
 
     def on_predict_epoch_end(self) -> None:
         self._report_eval_skipped()
-
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        images, index = batch
-        index, images = self._readable("target", index, images)
-        probs = torch.softmax(self.cosine(images, self._eval_text), dim=-1)
-        msp, pred = probs.max(dim=-1)
-        return {"index": index, "pred": pred, "msp": msp}
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

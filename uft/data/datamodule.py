@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from uft.clip import ImagePreprocess
 from uft.data.datasets import ImageListDataset
 from uft.data.lists import (
+    IMAGE_SUFFIXES,
     UNLABELED,
     Sample,
     holdout_mask,
@@ -44,7 +45,8 @@ class TargetDataModule(LightningDataModule):
     - ``train``: ``(image, index)`` over the target set with the training transform;
     - ``val``/``test``: the evaluation splits ``test`` and ``target`` as ``(image, label, index)``; ``target`` labels
       are read by evaluation only, and the split is absent when the target list has no labels;
-    - ``predict`` and the confidence pass: ``(image, index)`` over the target set with the evaluation transform.
+    - ``predict``: ``(image, index)`` over ``predict_list`` (default: the target set), evaluation transform;
+    - the confidence pass: ``(image, index)`` over the target set with the evaluation transform.
 
     Transforms follow the model's preprocessing config, read from the LightningModule at ``setup``.
 
@@ -79,6 +81,8 @@ class TargetDataModule(LightningDataModule):
             run stops.
         verify_images: decode every target and test image when the data is set up, before the model is loaded,
             and report the unreadable ones then (same rule as ``max_skipped``).
+        predict_list: images for ``uft predict``: a list file (paths relative to the image directory, labels
+            ignored) or a folder (every image under it); default: the target set.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class TargetDataModule(LightningDataModule):
         recipe: DataRecipe | None = None,
         max_skipped: float = 0.01,
         verify_images: bool = False,
+        predict_list: str | None = None,
     ) -> None:
         super().__init__()
         if recipe is not None:
@@ -142,6 +147,7 @@ class TargetDataModule(LightningDataModule):
         self.crop_scale = crop_scale
         self.preprocess: ImagePreprocess | None = None
         self.skipped = SkippedImages(max_skipped)
+        self.predict_dir, self.predict_samples = self._predict_source(predict_list, num_classes)
         if verify_images:
             self._verify_images()
 
@@ -166,10 +172,32 @@ class TargetDataModule(LightningDataModule):
 
     def _split_samples(self) -> dict[str, list[Sample]]:
         """Every split's samples by name; sample indices are positions in these lists."""
-        return {"target": self.target_samples, "test": self.test_samples}
+        return {"target": self.target_samples, "test": self.test_samples, "predict": self.predict_samples}
+
+    def _predict_source(self, predict_list: str | None, num_classes: int) -> tuple[Path, list[Sample]]:
+        if predict_list is None:
+            return self.image_dir, self.target_samples
+        folder = Path(predict_list)
+        if folder.is_dir():
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise InputError(f"data.predict_list: no images under {folder}")
+            return folder, [Sample(str(p.relative_to(folder))) for p in files]
+        listed = read_list_file(predict_list, self.image_dir, num_classes)
+        return self.image_dir, [Sample(s.path) for s in listed]  # labels are not read
+
+    def _folder(self, split: str) -> Path:
+        return self.predict_dir if split == "predict" else self.image_dir
+
+    def predict_paths(self) -> list[str]:
+        """Paths of the images ``uft predict`` reads, by sample index, as the user gave them (relative to the
+        image directory or to the predict folder)."""
+        return [s.path for s in self.predict_samples]
 
     def _verify_images(self) -> None:
         for split, samples in self._split_samples().items():
+            if split == "predict":
+                continue
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 reasons = pool.map(unreadable_reason, (self.image_dir / s.path for s in samples))
                 bad = {i: (samples[i].path, reason) for i, reason in enumerate(reasons) if reason is not None}
@@ -179,10 +207,11 @@ class TargetDataModule(LightningDataModule):
         """Samples of ``split`` that could not be read (the same call on every process): each is named once,
         listed in ``skipped_images.txt``; more than ``max_skipped`` of the split stops the run."""
         samples = self._split_samples()[split]
+        folder = self._folder(split)
         bad = {}
         for i in indices:
             path = samples[i].path
-            bad[i] = (path, unreadable_reason(self.image_dir / path) or "could not be read at the time")
+            bad[i] = (path, unreadable_reason(folder / path) or "could not be read at the time")
         self._record_skipped(split, bad)
 
     def _record_skipped(self, split: str, bad: dict[int, tuple[str, str]]) -> None:
@@ -192,7 +221,7 @@ class TargetDataModule(LightningDataModule):
             if self.trainer is not None:
                 self._write_skipped()
         for path, reason in new:
-            rank_zero_warn(f"uft: skipping unreadable image {self.image_dir / path} ({split} split): {reason}")
+            rank_zero_warn(f"uft: skipping unreadable image {self._folder(split) / path} ({split} split): {reason}")
 
     def skipped_indices(self, split: str) -> list[int]:
         """Indices of the samples of ``split`` found unreadable so far (also by an earlier part of the run)."""
@@ -289,7 +318,9 @@ class TargetDataModule(LightningDataModule):
         return len(self.target_samples)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.confidence_dataloader()
+        return self._eval_loader(
+            ImageListDataset(self.predict_samples, self.predict_dir, eval_transform(self.preprocess))
+        )
 
 
 @rank_zero_only
