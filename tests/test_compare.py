@@ -86,3 +86,40 @@ def test_zero_shot_configs_refuse_to_train(shapes_dir, tmp_path):
     templates_and_objective = ["-c", str(method_dir / "zeroshot_ensemble.yaml"), "-c", str(method_dir / "ueo.yaml")]
     with pytest.raises(InputError, match="evaluation-only"):
         cli_main(["fit", *demo_args(shapes_dir, tmp_path), *templates_and_objective])
+
+
+@pytest.mark.slow
+def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
+    """The runner as a user runs it: one line per method, then the table; no Lightning banners, tips, summaries
+    or per-dataloader columns; a ROC picture of every method that PIL opens."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    methods = [str(ROOT / "configs" / "method" / f"{m}.yaml") for m in ("zeroshot", "ueo", "im")]
+    cmd = [sys.executable, "-m", "uft.compare", "-c", BASE, "--out", str(tmp_path), "--methods", *methods]
+    proc = subprocess.run(
+        [*cmd, *overrides(shapes_dir), "--trainer.max_epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = (proc.stdout + proc.stderr).splitlines()
+    assert len(output) <= 60, "\n".join(output)
+    for noise in ("DataLoader 1", "DataLoader 0", "Tip:", "GPU available", "| Name", "Test metric", "Traceback"):
+        assert not any(noise in line for line in output), noise
+    assert sum(line.startswith("uft compare: ") for line in output) == 3
+    with Image.open(tmp_path / "roc_test.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 200
+    for method in ("zeroshot", "ueo"):
+        (figures,) = (tmp_path / method).rglob("figures")
+        names = sorted(p.name for p in figures.glob("*.png"))
+        assert names == [
+            "roc.png",
+            "target_per_class.png",
+            "target_scores.png",
+            "test_per_class.png",
+            "test_scores.png",
+        ]
+        for png in figures.glob("*.png"):
+            with Image.open(png) as picture:
+                picture.verify()

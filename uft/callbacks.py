@@ -152,23 +152,27 @@ class RunCheckpoint(ModelCheckpoint):
 class MetricsJSON(Callback):
     """Writes ``metrics.json`` (split -> metric -> value) into the run's log directory after each evaluation,
     so the file holds the final values when the run ends. Undefined values (e.g. AUROC without unknowns) are null.
-    On several processes rank 0 writes it (the metrics are already gathered over all processes).
+    On several processes rank 0 writes it (the metrics are already gathered over all processes). At the end of
+    ``validate``, ``test`` and ``fit`` it prints the evaluation metrics as one short table: a column per split, a
+    row per metric, rates in percent.
 
     Args:
         filename: name of the file inside the log directory.
+        print_table: print that table.
     """
 
-    def __init__(self, filename: str = "metrics.json") -> None:
+    def __init__(self, filename: str = "metrics.json", print_table: bool = True) -> None:
         self.filename = filename
+        self.print_table = print_table
 
-    def _write(self, trainer: Trainer) -> None:
+    def _write(self, trainer: Trainer, final: bool) -> None:
         if trainer.sanity_checking:
             return
         # `log_dir` is a broadcast under DDP: every process reads it, only rank 0 writes.
-        self._write_summary(trainer, Path(trainer.log_dir or trainer.default_root_dir))
+        self._write_summary(trainer, Path(trainer.log_dir or trainer.default_root_dir), final)
 
     @rank_zero_only
-    def _write_summary(self, trainer: Trainer, folder: Path) -> None:
+    def _write_summary(self, trainer: Trainer, folder: Path, final: bool) -> None:
         summary: dict[str, dict[str, float | None]] = {}
         for key, value in trainer.callback_metrics.items():
             split, sep, name = key.partition("/")
@@ -176,16 +180,44 @@ class MetricsJSON(Callback):
                 value = float(value)
                 summary.setdefault(split, {})[name] = None if math.isnan(value) else value
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / self.filename).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        path = folder / self.filename
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if final and self.print_table:
+            table = metrics_table({split: values for split, values in summary.items() if split != "train"})
+            if table:
+                print(f"\n{table}\n(last epoch; {path})", flush=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer)
+        self._write(trainer, final=trainer.state.fn != "fit")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer)
+        self._write(trainer, final=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer)
+        self._write(trainer, final=True)
+
+
+def metrics_table(summary: dict[str, dict[str, float | None]]) -> str:
+    """Evaluation metrics as text: a row per metric (each once), a column per split; rates in percent."""
+    from uft.metrics import DECISION_NAMES, METRIC_NAMES
+
+    splits = [split for split in summary if summary[split]]
+    if not splits:
+        return ""
+    names = [n for n in (*METRIC_NAMES, *DECISION_NAMES, "samples") if any(n in summary[s] for s in splits)]
+
+    def cell(name: str, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        if name == "samples":
+            return f"{int(value)}"
+        return f"{value:.4g}" if name == "threshold" else f"{100 * value:.1f}"
+
+    rows = [["metric", *splits]] + [[n, *(cell(n, summary[s].get(n)) for s in splits)] for n in names]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+    )
 
 
 class PredictionCSV(BasePredictionWriter):
@@ -251,3 +283,47 @@ class PredictionCSV(BasePredictionWriter):
                 part.unlink()
             print(f"uft: wrote {count} predictions to {self.path}", file=sys.stderr, flush=True)
         trainer.strategy.barrier()
+
+
+class EvaluationFigures(Callback):
+    """PNG pictures of the last evaluation in ``<log dir>/figures/`` at the end of ``validate``, ``test`` and ``fit``
+    (after its final evaluation): the ROC curve of each split (known vs unknown), the histogram of the OOD score of
+    known and unknown images with the unknown decision's threshold, and per-class accuracy. Also
+    ``scores.pt`` (``num_known``, and per split: OOD scores, predictions, labels, threshold) for pictures across
+    runs, and the
+    figures in TensorBoard when that is the logger. Written by process 0.
+
+    Args:
+        folder: sub-folder of the log directory for the pictures.
+    """
+
+    def __init__(self, folder: str = "figures") -> None:
+        self.folder = folder
+
+    def _write(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = getattr(pl_module, "eval_results", None)
+        if trainer.sanity_checking or not results:
+            return
+        self._write_files(trainer, Path(trainer.log_dir or trainer.default_root_dir), results, pl_module)
+
+    @rank_zero_only
+    def _write_files(self, trainer: Trainer, log_dir: Path, results: dict, pl_module: LightningModule) -> None:
+        from uft.figures import evaluation_figures, save_figures
+
+        figures = evaluation_figures(results, list(pl_module.hparams.class_names))
+        save_figures(figures, log_dir / self.folder)
+        torch.save({"num_known": len(pl_module.hparams.class_names), "splits": results}, log_dir / "scores.pt")
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):  # TensorBoard
+            for name, figure in figures.items():
+                experiment.add_figure(f"eval/{name}", figure, global_step=trainer.global_step)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn != "fit":  # during fit: once, at its end
+            self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import re
 import signal
 import sys
@@ -16,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from uft.callbacks import MetricsJSON, PredictionCSV, RunCheckpoint
+from uft.callbacks import EvaluationFigures, MetricsJSON, PredictionCSV, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
 from uft.errors import InputError, first_line
@@ -28,11 +29,36 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
 # Logged metrics are computed from states already gathered over all processes: the same value on each.
 warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*")
+# Lightning's own deprecation inside its pytree helper, not something a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 # The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no such
 # hook, so Lightning's note that the module's is used says nothing.
 warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
 # `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
 warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
+
+
+class _QuietLightning(logging.Filter):
+    """Drops Lightning's start-up banners and tips from the console; its warnings and our lines stay."""
+
+    NOISE = (
+        "GPU available:",
+        "TPU available:",
+        "HPU available:",
+        "Tip:",
+        "LOCAL_RANK:",
+        "stopped: `max_",
+        "Seed set to",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+# (A filter applies to records of its own logger only, not to those of child loggers: each is named.)
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+    logging.getLogger(_name).addFilter(_QuietLightning())
 
 
 class UFTCLI(LightningCLI):
@@ -57,6 +83,8 @@ class UFTCLI(LightningCLI):
         parser.set_defaults(weights_only=True)
         if subcommand == "predict":  # predictions stream to predictions.csv; none are kept in memory
             parser.set_defaults(return_predictions=False)
+        if subcommand in ("validate", "test"):  # MetricsJSON prints one table (Lightning's repeats every metric)
+            parser.set_defaults(verbose=False)
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -127,8 +155,9 @@ def check_run_folder(last: Path, ckpt_path: str | None, fresh: bool) -> None:
         rank_zero_info(f"uft: --fresh: starting a new run; its first save replaces {last}")
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
-    """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``. Used by the console script and tests."""
+def cli_main(args: list[str] | None = None, run: bool = True, print_table: bool = True) -> UFTCLI:
+    """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``. Used by the console script, the
+    comparison runner (which prints its own table: ``print_table=False``) and tests."""
     return UFTCLI(
         UFTModule,
         TargetDataModule,
@@ -137,7 +166,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UFTCLI:
         save_config_kwargs={"overwrite": True},
         # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
         parser_kwargs={"exit_on_error": False},
-        trainer_defaults={"num_sanity_val_steps": 0, "callbacks": [MetricsJSON(), PredictionCSV()]},
+        trainer_defaults={
+            "num_sanity_val_steps": 0,
+            "callbacks": [MetricsJSON(print_table=print_table), EvaluationFigures(), PredictionCSV()],
+        },
     )
 
 

@@ -3,7 +3,8 @@
 Each method config is an overlay (``configs/method/*.yaml``) added to the base config(s). A method without an
 objective (zero-shot) is evaluated with ``uft test``; every other one is trained with ``uft fit`` and then its last
 checkpoint is evaluated with ``uft test``, so each row holds the final model's metrics, never the best epoch's.
-Zero-shot rows come first. Writes ``comparison.md`` and ``comparison.csv`` into ``--out``::
+Zero-shot rows come first. Writes ``comparison.md``, ``comparison.csv`` and ``roc_test.png`` (every method's ROC
+curve on the test split in one picture) into ``--out``::
 
     python -m uft.compare -c configs/demo.yaml --out runs/compare \\
         --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/ent.yaml
@@ -16,14 +17,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from uft.cli import cli_main
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
+
+# Inside the runner each run is one line: Lightning's note that CLI `args` are meant for Python use, and its
+# checkpoint-loading lines (the runner says which checkpoint each row tests) would repeat for every method.
+warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*")
+
+
+class _RunnerQuiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Restoring states from the checkpoint", "Loaded model weights from"))
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_RunnerQuiet())
 
 
 @dataclass
@@ -33,6 +51,7 @@ class Row:
     method: str
     uses_labels: bool
     metrics: dict[str, dict[str, float | None]]
+    log_dir: Path | None = None  # of the method's test run: metrics.json, scores.pt, figures/
 
     @property
     def label(self) -> str:
@@ -49,17 +68,23 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Ro
     """Train (unless zero-shot) and test one method; its logs and checkpoints go to ``out/<method name>``."""
     root = out / method.stem
     configs = [arg for config in [*base, str(method)] for arg in ("-c", config)]
-    common = [*configs, f"--trainer.default_root_dir={root}", *extra]
+    # One line per method on the console: no progress bars, summaries or per-run tables inside the runner.
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    common = [*configs, f"--trainer.default_root_dir={root}", *quiet, *extra]
+    start = time.monotonic()
     ckpt = []
     if not is_zero_shot(method):
         # Each comparison trains afresh: a rerun into the same folder replaces the earlier run's checkpoint.
         # No per-epoch validation: the row is the last checkpoint's `uft test`.
-        fitted = cli_main(["fit", *common, "--fresh", "--trainer.limit_val_batches=0"])
+        fitted = cli_main(["fit", *common, "--fresh", "--trainer.limit_val_batches=0"], print_table=False)
         ckpt = [f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"]
-    tested = cli_main(["test", *common, *ckpt])
-    metrics = json.loads((Path(tested.trainer.log_dir) / "metrics.json").read_text())
+    tested = cli_main(["test", *common, *ckpt], print_table=False)
+    log_dir = Path(tested.trainer.log_dir)
+    metrics = json.loads((log_dir / "metrics.json").read_text())
     objective = tested.model.objective
-    return Row(method.stem, bool(objective is not None and objective.uses_labels), metrics)
+    done = "tested" if is_zero_shot(method) else "trained and tested"
+    print(f"uft compare: {method.stem}: {done} in {time.monotonic() - start:.0f} s ({log_dir})", flush=True)
+    return Row(method.stem, bool(objective is not None and objective.uses_labels), metrics, log_dir)
 
 
 def columns() -> list[tuple[str, str]]:
@@ -101,7 +126,29 @@ def compare(base: list[str], methods: list[Path], out: Path, extra: list[str]) -
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_table(rows) + "\n")
     write_csv(rows, out / "comparison.csv")
+    roc_overlay(rows, out / "roc_test.png")
     return rows
+
+
+def roc_overlay(rows: list[Row], path: Path, split: str = "test") -> Path | None:
+    """One picture of every method's ROC curve on ``split`` (known vs unknown): before and after adaptation."""
+    from uft.figures import roc_figure
+
+    curves = {}
+    for row in rows:
+        scores = row.log_dir / "scores.pt" if row.log_dir else None
+        if not (scores and scores.is_file()):
+            continue
+        saved = torch.load(scores, weights_only=True)
+        result = saved["splits"].get(split)
+        if result is not None:
+            known = result["labels"] < saved["num_known"]
+            if known.any() and (~known).any():
+                curves[row.label] = (result["ood"], known)
+    if not curves:
+        return None
+    roc_figure(curves, f"{split} split: known vs unknown").savefig(path, dpi=110)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and tables")
     args, extra = parser.parse_known_args(argv)
     rows = compare(args.config, args.methods, args.out, extra)
-    print(f"\n{markdown_table(rows)}\n\nwritten: {args.out / 'comparison.md'}, {args.out / 'comparison.csv'}")
+    written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "roc_test.png"))
+    print(f"\n{markdown_table(rows)}\n\nwritten: {written}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     methods = [Path("configs/method") / f"{name}.yaml" for name in METHODS]
     rows = compare([args.config], methods, args.out, extra)
-    print(f"\n{NOTICE}\n\n{markdown_table(rows)}\n\nwritten: {args.out}/comparison.md, {args.out}/comparison.csv")
+    written = f"{args.out}/comparison.md, {args.out}/comparison.csv, {args.out}/roc_test.png (ROC curves)"
+    print(f"\n{NOTICE}\n\n{markdown_table(rows)}\n\nwritten: {written}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ class OpenSetMetrics(Metric):
     - ``hscore``: harmonic mean of ``known_acc`` and ``unknown_acc`` (the H-score);
     - ``samples``: how many samples were evaluated (over all processes).
 
+    After ``compute``, ``last`` holds the per-sample OOD scores, predictions and labels (over all processes) and the
+    threshold, on the CPU, for pictures.
+
     Detection metrics are NaN when the split holds no unknown (or no known) sample, as in the closed setting;
     every metric but ``samples`` is NaN when there is no sample at all.
 
@@ -93,6 +96,7 @@ class OpenSetMetrics(Metric):
         self.num_known = num_known
         self.score = score if score is not None else MSP()
         self.rule = rule if rule is not None else HistogramSplit()
+        self.last: dict | None = None
         self.add_state("ood", default=[], dist_reduce_fx="cat")
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
@@ -107,6 +111,7 @@ class OpenSetMetrics(Metric):
         self.labels.append(labels.float())
 
     def compute(self) -> dict[str, float]:
+        self.last = None
         if len(self.labels) == 0:  # no sample on any process: an empty list, or an empty tensor after the sync
             return {**dict.fromkeys(METRIC_NAMES + DECISION_NAMES, float("nan")), "samples": 0}
         ood, preds, labels = dim_zero_cat(self.ood), dim_zero_cat(self.preds).long(), dim_zero_cat(self.labels).long()
@@ -126,6 +131,8 @@ class OpenSetMetrics(Metric):
         known_acc = float((hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
         unknown_acc = float((~accepted[~known]).double().mean()) if (~known).any() else float("nan")
         hscore = _harmonic(known_acc, unknown_acc)
+        # The per-sample values behind the numbers (over all processes), for pictures of this evaluation.
+        self.last = {"ood": ood.cpu(), "preds": preds.cpu(), "labels": labels.cpu(), "threshold": threshold}
         return {
             "pacc": pacc,
             "gacc": gacc,

@@ -134,6 +134,7 @@ class UFTModule(LightningModule):
             {split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule) for split in eval_splits}
         )
         self.predict_threshold: float | None = None  # of the unknown decision in prediction
+        self.eval_results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self.target_table: Tensor | None = None
         self._table_source: str | None = None  # of a table read from a checkpoint
         self._schedule_steps: int | None = None
@@ -310,6 +311,8 @@ class UFTModule(LightningModule):
         rates = ", ".join(f"{g['name']} {g['lr']:.3g}" for g in groups)  # of this step, for a divergence message
         self._step_loss = (self.global_step, loss.detach(), rates)
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
+        for group in groups:  # plain floats: nothing read from the device
+            self.log(f"train/lr_{group['name']}", group["lr"], batch_size=cosine.shape[0])
         return loss
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
@@ -477,6 +480,7 @@ class UFTModule(LightningModule):
             if not self.trainer.sanity_checking:
                 values = metric.compute()
                 if values["samples"]:
+                    self.eval_results[split] = metric.last
                     for name, value in values.items():
                         self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
             metric.reset()

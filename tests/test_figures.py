@@ -1,0 +1,54 @@
+"""Pictures of an evaluation and the console table of the final metrics."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from PIL import Image
+
+from uft.callbacks import metrics_table
+from uft.cli import cli_main
+from uft.figures import roc_curve
+
+from .conftest import demo_args
+
+
+def test_roc_curve_by_hand():
+    """Scores 0.9 (known), 0.8 (unknown), 0.7 (known), 0.1 (unknown): accepting from the top."""
+    fpr, tpr = roc_curve(torch.tensor([0.8, 0.1, 0.9, 0.7]), torch.tensor([False, False, True, True]))
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+
+
+def test_validate_and_test_write_valid_pictures_and_print_one_table(shapes_dir, tmp_path, capsys):
+    for command in ("validate", "test"):
+        root = tmp_path / command
+        cli_main([command, *demo_args(shapes_dir, root)])
+        (folder,) = root.rglob("figures")
+        names = sorted(p.name for p in folder.glob("*.png"))
+        assert names == [
+            "roc.png",
+            "target_per_class.png",
+            "target_scores.png",
+            "test_per_class.png",
+            "test_scores.png",
+        ]
+        for png in folder.glob("*.png"):
+            assert png.stat().st_size > 5000
+            with Image.open(png) as picture:
+                picture.verify()
+        saved = torch.load(folder.parent / "scores.pt", weights_only=True)
+        assert saved["num_known"] == 5 and len(saved["splits"]["test"]["ood"]) == 32
+        out = capsys.readouterr().out
+        assert "DataLoader" not in out and out.count("pacc") == 1  # each metric once, splits as columns
+        metrics = json.loads(next(root.rglob("metrics.json")).read_text())
+        assert metrics_table({split: metrics[split] for split in ("test", "target")}) in out  # metrics.json's numbers
+
+
+def test_metrics_table_layout():
+    table = metrics_table({"test": {"pacc": 0.5, "auroc": None, "samples": 32.0, "threshold": 0.2049}})
+    lines = table.splitlines()
+    assert lines[0].split() == ["metric", "test"]
+    assert lines[1].split() == ["pacc", "50.0"] and lines[2].split() == ["auroc", "n/a"]
+    assert lines[3].split() == ["threshold", "0.2049"] and lines[4].split() == ["samples", "32"]
