@@ -34,6 +34,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 # The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no such
 # hook, so Lightning's note that the module's is used says nothing.
 warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
+# Evaluating a checkpoint into another run folder (the usual case) is not a problem worth a paragraph.
+warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
 # `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
 warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
 

@@ -30,15 +30,16 @@ from uft.cli import cli_main
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
 
-# Inside the runner each run is one line: Lightning's note that CLI `args` are meant for Python use, and its
-# checkpoint-loading lines (the runner says which checkpoint each row tests) would repeat for every method.
+# Inside the runner each run is one line: Lightning's note that CLI `args` are meant for Python use, its
+# checkpoint-loading lines and the `--fresh` notice (the runner always starts afresh) would repeat for every method.
 warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*")
 
 
 class _RunnerQuiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not message.startswith(("Restoring states from the checkpoint", "Loaded model weights from"))
+        noise = ("Restoring states from the checkpoint", "Loaded model weights from", "uft: --fresh: starting")
+        return not message.startswith(noise)
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_RunnerQuiet())
