@@ -52,3 +52,15 @@ def test_metrics_table_layout():
     assert lines[0].split() == ["metric", "test"]
     assert lines[1].split() == ["pacc", "50.0"] and lines[2].split() == ["auroc", "n/a"]
     assert lines[3].split() == ["threshold", "0.2049"] and lines[4].split() == ["samples", "32"]
+
+
+def test_tensorboard_gets_the_loss_learning_rates_metrics_and_pictures(shapes_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    scalars, images = set(accumulator.Tags()["scalars"]), set(accumulator.Tags()["images"])
+    assert {"train/loss", "train/lr_prompt", "train/lr_visual_norms", "test/auroc", "test/hscore"} <= scalars
+    assert {"eval/roc", "eval/test_scores", "eval/test_per_class"} <= images
