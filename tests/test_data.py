@@ -754,3 +754,21 @@ def test_list_and_class_files_with_a_byte_order_mark(shapes_dir, tmp_path):
 def test_class_names_differing_only_by_case_warn():
     with pytest.warns(UserWarning, match="HOUSE, house differ only by case"):
         assert read_class_names(["house", "HOUSE", "tree"])[0] == ["house", "HOUSE", "tree"]
+
+
+def test_paper_protocol_tests_on_the_whole_domain(shapes_dir):
+    """`paper`: the test split is every image of the domain (all classes), the target set its images of the target
+    classes; `holdout`: disjoint, a hash-chosen share held out."""
+    common = dict(
+        root=str(shapes_dir),
+        class_names=str(shapes_dir / "classes.txt"),
+        split=ClassSplit(5, "0-6", "0-7"),
+        train_list=str(shapes_dir / "target.txt"),
+    )
+    paper = TargetDataModule(**common, protocol="paper")
+    everything = read_list_file(shapes_dir / "target.txt", shapes_dir, 8)
+    assert paper.test_samples == everything and len(everything) == 48
+    assert paper.target_samples == [s for s in everything if s.label <= 6]
+    holdout = TargetDataModule(**common, protocol="holdout")
+    assert not set(holdout.test_samples) & set(holdout.target_samples)
+    assert 0 < len(holdout.test_samples) < 48

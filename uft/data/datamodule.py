@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -38,9 +39,10 @@ class TargetDataModule(LightningDataModule):
     """Unlabeled target images of one domain, plus labeled evaluation splits.
 
     Images come from a list file (``relative/path.jpg <label>`` per line, labels optional) or from an ImageFolder
-    tree ``root/domain/<class name>/*``. Without a ``test_list``, a deterministic ``holdout_fraction`` of the images
-    is held out as the labeled ``test`` split; the rest, restricted to ``split.target_classes``, is the unlabeled
-    ``target`` set. Loaders:
+    tree ``root/domain/<class name>/*``. Without a ``test_list``, the labeled ``test`` split follows ``protocol``:
+    ``holdout`` holds out a deterministic ``holdout_fraction`` of the images (the rest, restricted to
+    ``split.target_classes``, is the unlabeled ``target`` set); ``paper`` (the UEO reference's) tests on the
+    domain's whole image list, every class, and trains on its images of the target classes. Loaders:
 
     - ``train``: ``(image, index)`` over the target set with the training transform;
     - ``val``/``test``: the evaluation splits ``test`` and ``target`` as ``(image, label, index)``; ``target`` labels
@@ -66,7 +68,10 @@ class TargetDataModule(LightningDataModule):
         domain: sub-folder of ``root``; spellings differing in spaces, underscores or case match.
         train_list: list file of the target images; if unset, the ImageFolder tree is scanned.
         test_list: list file of the labeled test images; if unset, images are held out from the target pool.
-        holdout_fraction: fraction held out as ``test`` when there is no ``test_list``.
+        protocol: where the labeled ``test`` split comes from when there is no ``test_list``: ``holdout`` (a
+            fraction held out, never trained on) or ``paper`` (the whole domain, as the UEO reference evaluates:
+            its numbers are comparable with published ones; the unlabeled training images are among them).
+        holdout_fraction: fraction held out as ``test`` under the ``holdout`` protocol.
         holdout_seed: seed of that held-out split.
         batch_size: global training batch size (all processes together; each takes an equal share).
         eval_batch_size: batch size of evaluation, prediction and the confidence pass (per batch, on any number
@@ -93,6 +98,7 @@ class TargetDataModule(LightningDataModule):
         domain: str | None = None,
         train_list: str | None = None,
         test_list: str | None = None,
+        protocol: Literal["holdout", "paper"] = "holdout",
         holdout_fraction: float = 0.3,
         holdout_seed: int = 0,
         batch_size: int = 64,
@@ -123,6 +129,8 @@ class TargetDataModule(LightningDataModule):
             test = read_list_file(test_list, self.image_dir, num_classes)
             if any(s.label == UNLABELED for s in test):
                 raise InputError(f"test list {test_list} must give a label on every line")
+        elif protocol == "paper" and all(s.label != UNLABELED for s in pool):
+            test = list(pool)  # the whole domain, every class; the target set is its images of the target classes
         elif all(s.label != UNLABELED for s in pool):
             held = holdout_mask(pool, holdout_fraction, holdout_seed)
             test = [s for s, h in zip(pool, held) if h]
