@@ -195,7 +195,13 @@ def describe_argument_error(err: ArgumentError) -> str:
 
 
 def main() -> None:
-    """Console entry point: bad input ends with one line naming the problem, not a traceback."""
+    """Console entry point: bad input ends with one line naming the problem, not a traceback. ``uft data check``
+    goes to :mod:`uft.data.check`; everything else to LightningCLI."""
+    if sys.argv[1:3] == ["data", "check"]:
+        from uft.data.check import main as data_check
+
+        data_check(sys.argv[3:])
+        return
     try:
         cli_main()
     except InputError as err:

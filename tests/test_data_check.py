@@ -1,0 +1,94 @@
+"""`uft data check` on generated trees in each benchmark's layout: list files the data module loads with the right
+labels; a missing domain, a stray class folder and a corrupt image reported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from uft.data.check import BENCHMARKS, check
+from uft.data.datamodule import TargetDataModule
+from uft.data.lists import read_list_file
+from uft.data.splits import ClassSplit
+from uft.errors import InputError
+
+from .conftest import ROOT
+
+
+def fake_tree(root: Path, dataset: str, per_class: int = 1, skip_domain: str | None = None) -> Path:
+    """A tiny tree in the dataset's published layout: ``root/<domain>[/images]/<class>/<n>.jpg``."""
+    benchmark = BENCHMARKS[dataset]
+    names = (ROOT / "data" / dataset / "classes.txt").read_text().split()
+    for domain in benchmark.domains:
+        if domain == skip_domain:
+            continue
+        folder = root / domain / benchmark.inner if benchmark.inner else root / domain
+        for label, name in enumerate(names):
+            (folder / name).mkdir(parents=True)
+            for n in range(per_class):
+                Image.new("RGB", (4, 4), (label % 256, n, 0)).save(folder / name / f"{n:04d}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("dataset", sorted(BENCHMARKS))
+def test_check_writes_lists_the_data_module_loads_with_the_right_labels(tmp_path, dataset):
+    root = fake_tree(tmp_path / dataset, dataset, per_class=2 if dataset != "domainnet" else 1)
+    report = check(dataset, root)
+    names = (ROOT / "data" / dataset / "classes.txt").read_text().split()
+    benchmark = BENCHMARKS[dataset]
+    assert sum("the published count is" in line for line in report) == len(benchmark.domains)  # a tiny tree
+    domain = next(iter(benchmark.domains))
+    listing = root / "uft_lists" / f"{domain.replace(' ', '_')}.txt"
+    image_dir = root / domain / benchmark.inner if benchmark.inner else root / domain
+    samples = read_list_file(listing, image_dir, len(names))
+    assert all(names[s.label] == Path(s.path).parts[0] for s in samples)  # the label is the class folder's id
+    module = TargetDataModule(
+        root=str(root),
+        domain=f"{domain}/{benchmark.inner}" if benchmark.inner else domain,
+        class_names=str(ROOT / "data" / dataset / "classes.txt"),
+        split=ClassSplit(len(names)),
+        train_list=str(listing),
+        protocol="paper",
+    )
+    assert len(module.test_samples) == len(samples) == len(names) * (2 if dataset != "domainnet" else 1)
+    assert check(dataset, root) == report  # again: the same lists, nothing overwritten with other content
+
+
+def test_check_reports_a_missing_domain_a_stray_folder_and_a_corrupt_image(tmp_path):
+    root = fake_tree(tmp_path / "oh", "officehome", skip_domain="Product")
+    with pytest.raises(InputError, match=r"domain 'Product' not found under .*expected the domains Art, Clipart"):
+        check("officehome", root)
+    fake_tree(tmp_path / "oh2", "officehome", per_class=2)
+    renamed = tmp_path / "oh2" / "Real_World"  # another spelling of "Real World" is found
+    (tmp_path / "oh2" / "Real World").rename(renamed)
+    bad = tmp_path / "oh2" / "Art" / "Bike" / "0000.jpg"
+    bad.write_bytes(b"not a jpeg")
+    report = check("officehome", tmp_path / "oh2")
+    assert any(f"unreadable image {bad}" in line for line in report)
+    art = (tmp_path / "oh2" / "uft_lists" / "Art.txt").read_text().splitlines()
+    assert "Bike/0000.jpg 4" not in art and "Bike/0001.jpg 4" in art and len(art) == 2 * 65 - 1
+    (tmp_path / "oh2" / "Art" / "Bikes").mkdir()
+    with pytest.raises(InputError, match="Bikes is not one of the 65 class names"):
+        check("officehome", tmp_path / "oh2")
+
+
+def test_uft_data_check_from_the_command_line(tmp_path):
+    root = fake_tree(tmp_path / "visda", "visda")
+    env_cmd = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
+    proc = subprocess.run(
+        [*env_cmd, "data", "check", "visda", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"validation: 12 images of 12 classes in {root / 'validation'}" in proc.stdout
+    proc = subprocess.run(
+        [*env_cmd, "data", "check", "visda", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == f"uft: error: dataset root not found: {tmp_path / 'nope'}"
