@@ -15,6 +15,7 @@ Arguments it does not know (``--trainer.max_epochs=5``) are passed to every run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -30,19 +31,27 @@ from uft.cli import cli_main
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
 
-# Inside the runner each run is one line: Lightning's note that CLI `args` are meant for Python use, its
-# checkpoint-loading lines and the `--fresh` notice (the runner always starts afresh) would repeat for every method.
-warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*")
-
 
 class _RunnerQuiet(logging.Filter):
+    """Inside the runner each run is one line: Lightning's checkpoint-loading lines and the `--fresh` notice (the
+    runner always starts afresh) would repeat for every method."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
         noise = ("Restoring states from the checkpoint", "Loaded model weights from", "uft: --fresh: starting")
-        return not message.startswith(noise)
+        return not record.getMessage().startswith(noise)
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_RunnerQuiet())
+@contextlib.contextmanager
+def quiet_runs():
+    """The runner's console filters, for the runner's runs only (not for whoever imported this module)."""
+    logger, quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _RunnerQuiet()
+    logger.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from.*")
+            yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @dataclass
@@ -123,7 +132,8 @@ def compare(base: list[str], methods: list[Path], out: Path, extra: list[str]) -
     if missing:
         raise SystemExit(f"uft compare: config not found: {', '.join(missing)}")
     ordered = sorted(methods, key=lambda m: not is_zero_shot(m))
-    rows = [run_method(base, method, out, extra) for method in ordered]
+    with quiet_runs():
+        rows = [run_method(base, method, out, extra) for method in ordered]
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_table(rows) + "\n")
     write_csv(rows, out / "comparison.csv")

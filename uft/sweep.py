@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from uft.clip import CHECKOUT
-from uft.compare import run_method
+from uft.compare import quiet_runs, run_method
 from uft.data.check import BENCHMARKS, LIST_FOLDER
 
 CONFIGS = CHECKOUT / "configs"
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         print(slurm_script([a for a in argv if a != "--slurm"], len(runs)), end="")
         return
     selected = [runs[args.only]] if args.only is not None else runs
-    results = [run_one(args.dataset, args.root, args.out, *run, extra) for run in selected]
+    with quiet_runs():
+        results = [run_one(args.dataset, args.root, args.out, *run, extra) for run in selected]
     if args.only is None:
         table = gather(results, args.out, args.settings, args.methods)
         print(f"\n{table}\n\nwritten: {args.out / 'table.md'}, {args.out / 'runs.csv'}")
