@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as err:
         print(f"uft: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except PermissionError as err:  # a read-only dataset folder: the lists go elsewhere
+        print(f"uft: error: cannot write {err.filename}: permission denied; pass --out FOLDER", file=sys.stderr)
+        sys.exit(2)
     print("\n".join(lines))
 
 
