@@ -28,7 +28,7 @@ from uft.distributed import gather_batch, gather_objects, sum_over_processes, wo
 from uft.errors import Diverged, InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
-from uft.prompts import PromptLearner
+from uft.prompts import PromptLearner, template_prompt
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
 
 TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
@@ -429,10 +429,9 @@ class UFTModule(LightningModule):
     @torch.no_grad()
     def template_features(self, templates: list[str]) -> Tensor:
         """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space."""
-        names = [name.replace("_", " ") for name in self.hparams.class_names]
-        chunk = self.hparams.text_chunk_size
+        names, chunk = self.hparams.class_names, self.hparams.text_chunk_size
         per_template = [
-            encode_tokens(self.clip, tokenize(self.hparams.model_name, [t.format(n) for n in names]), chunk)
+            encode_tokens(self.clip, tokenize(self.hparams.model_name, [template_prompt(t, n) for n in names]), chunk)
             for t in templates
         ]
         return F.normalize(torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(dim=0), dim=-1)

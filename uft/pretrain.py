@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from uft.clip import ImagePreprocess, preprocess_of, tokenize  # noqa: E402
 from uft.data.transforms import eval_transform  # noqa: E402
+from uft.prompts import class_prompt, class_text  # noqa: E402
 from uft.world import CATEGORIES, STYLES, render, sample_pair  # noqa: E402
 
 MODEL = "uft-world-vit"
@@ -79,8 +80,8 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
 def zero_shot_accuracy(model, preprocess: ImagePreprocess, per_class: int, seed: int) -> dict[str, float]:
     """Accuracy over all categories with the prompt 'a photo of a <category>.', for each style."""
     model.eval()
-    names = [c.replace("_", " ") for c in CATEGORIES]
-    text = F.normalize(model.encode_text(tokenize(MODEL, [f"a photo of a {n}." for n in names])), dim=-1)
+    prompts = [class_prompt("a photo of a", c) for c in CATEGORIES]
+    text = F.normalize(model.encode_text(tokenize(MODEL, prompts)), dim=-1)
     transform = eval_transform(preprocess)
     result = {}
     for style in STYLES:
@@ -150,7 +151,7 @@ def pretrain(
         if step % 100 == 0 or step == steps:
             print(f"step {step}/{steps}  loss {loss.item():.3f}  {time.time() - start:.0f}s", flush=True)
     for name in CATEGORIES:  # class names reach the prompts even if a caption never spelled one out
-        seen[tokenize(MODEL, [name.replace("_", " ")])[0].unique()] = True
+        seen[tokenize(MODEL, [class_text(name)])[0].unique()] = True
     model.token_embedding.sparse = False
     size = save_checkpoint(model, seen.nonzero().squeeze(1), out)
     # Report on the saved (float16) weights, exactly what users load.

@@ -7,9 +7,19 @@ import torch
 from torch import Tensor, nn
 
 
+def class_text(class_name: str) -> str:
+    """How a class name is written in a prompt: underscores read as spaces (``Alarm_Clock`` -> ``Alarm Clock``)."""
+    return class_name.replace("_", " ")
+
+
 def class_prompt(context: str, class_name: str) -> str:
-    """The text of one class prompt: ``<context> <class name>.`` with underscores read as spaces."""
-    return f"{context} {class_name.replace('_', ' ')}."
+    """The text of one class prompt: ``<context> <class name>.``"""
+    return f"{context} {class_text(class_name)}."
+
+
+def template_prompt(template: str, class_name: str) -> str:
+    """A fixed template with the class name in place of ``{}`` (``"a sketch of a {}."``)."""
+    return template.format(class_text(class_name))
 
 
 class PromptLearner(nn.Module):
