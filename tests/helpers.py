@@ -122,3 +122,17 @@ class BlowUpAt(Callback):
         if trainer.global_step >= self.step:
             for group in trainer.optimizers[0].param_groups:
                 group["lr"] = self.lr
+
+
+EVALUATION_FIGURES = ["roc.png", "target_per_class.png", "target_scores.png", "test_per_class.png", "test_scores.png"]
+
+
+def assert_evaluation_figures(folder, min_bytes: int = 0) -> None:
+    """The pictures of an evaluation of the test and target splits: all there, and valid PNGs (PIL opens them)."""
+    from PIL import Image
+
+    assert sorted(p.name for p in folder.glob("*.png")) == EVALUATION_FIGURES
+    for png in folder.glob("*.png"):
+        assert png.stat().st_size > min_bytes
+        with Image.open(png) as picture:
+            picture.verify()

@@ -12,6 +12,7 @@ from uft.compare import compare, is_zero_shot
 from uft.errors import InputError
 
 from .conftest import ROOT, demo_args
+from .helpers import assert_evaluation_figures
 
 METHODS = sorted((ROOT / "configs" / "method").glob("*.yaml"))
 
@@ -112,14 +113,4 @@ def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
         assert picture.format == "PNG" and picture.size[0] > 200
     for method in ("zeroshot", "ueo"):
         (figures,) = (tmp_path / method).rglob("figures")
-        names = sorted(p.name for p in figures.glob("*.png"))
-        assert names == [
-            "roc.png",
-            "target_per_class.png",
-            "target_scores.png",
-            "test_per_class.png",
-            "test_scores.png",
-        ]
-        for png in figures.glob("*.png"):
-            with Image.open(png) as picture:
-                picture.verify()
+        assert_evaluation_figures(figures)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import torch
-from PIL import Image
 
 from uft.callbacks import metrics_table
 from uft.cli import cli_main
 from uft.figures import roc_curve
 
 from .conftest import demo_args
+from .helpers import assert_evaluation_figures
 
 
 def test_roc_curve_by_hand():
@@ -26,18 +26,7 @@ def test_validate_and_test_write_valid_pictures_and_print_one_table(shapes_dir, 
         root = tmp_path / command
         cli_main([command, *demo_args(shapes_dir, root)])
         (folder,) = root.rglob("figures")
-        names = sorted(p.name for p in folder.glob("*.png"))
-        assert names == [
-            "roc.png",
-            "target_per_class.png",
-            "target_scores.png",
-            "test_per_class.png",
-            "test_scores.png",
-        ]
-        for png in folder.glob("*.png"):
-            assert png.stat().st_size > 5000
-            with Image.open(png) as picture:
-                picture.verify()
+        assert_evaluation_figures(folder, min_bytes=5000)
         saved = torch.load(folder.parent / "scores.pt", weights_only=True)
         assert saved["num_known"] == 5 and len(saved["splits"]["test"]["ood"]) == 32
         out = capsys.readouterr().out

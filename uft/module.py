@@ -452,10 +452,12 @@ class UFTModule(LightningModule):
     def _report_eval_skipped(self) -> None:
         # Every process calls this (a collective): the split's unreadable samples of all processes, then the
         # same report everywhere (which may stop the run on every process at once).
-        for split in dict.fromkeys(["predict", *self.hparams.eval_splits]):
-            found = sorted({i for part in gather_objects(self._eval_skipped.get(split, [])) for i in part})
-            if found:
-                self._target_data().report_skipped(split, found)
+        found: dict[str, set[int]] = {}
+        for part in gather_objects(self._eval_skipped):
+            for split, indices in part.items():
+                found.setdefault(split, set()).update(indices)
+        for split in sorted(found):
+            self._target_data().report_skipped(split, sorted(found[split]))
         self._eval_skipped = {}
 
     def _eval_step(self, batch, dataloader_idx: int) -> None:

@@ -12,15 +12,13 @@ with other content is not overwritten.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from uft.clip import CHECKOUT
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
-from uft.data.skipped import unreadable_reason
+from uft.data.skipped import unreadable_files
 from uft.errors import InputError
 
 DATA = CHECKOUT / "data"  # data/<dataset>/classes.txt
@@ -88,7 +86,7 @@ def check(dataset: str, root: str | Path, verify: bool = True, out: Path | None 
                 f"warning: {domain}: no images of {len(missing)} classes ({', '.join(names[i] for i in missing[:5])}"
                 f"{', ...' if len(missing) > 5 else ''})"
             )
-        bad = _unreadable(folder, samples) if verify else []
+        bad = list(unreadable_files(folder, (s.path for s in samples)).values()) if verify else []
         for path, reason in bad:
             report.append(f"warning: {domain}: unreadable image {folder / path}: {reason}")
         good = [s for s in samples if s.path not in {path for path, _ in bad}]
@@ -101,12 +99,6 @@ def check(dataset: str, root: str | Path, verify: bool = True, out: Path | None 
         listing = _write_list(out / f"{domain.replace(' ', '_')}.txt", good)
         report.append(f"{domain}: {len(good)} images of {len(names) - len(missing)} classes in {folder} -> {listing}")
     return report
-
-
-def _unreadable(folder: Path, samples: list[Sample]) -> list[tuple[str, str]]:
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        reasons = pool.map(unreadable_reason, (folder / s.path for s in samples))
-        return [(s.path, reason) for s, reason in zip(samples, reasons) if reason is not None]
 
 
 def _write_list(path: Path, samples: list[Sample]) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +26,7 @@ from uft.data.lists import (
 )
 from uft.data.recipes import DataRecipe
 from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
-from uft.data.skipped import SkippedImages, unreadable_reason
+from uft.data.skipped import SkippedImages, unreadable_files, unreadable_reason
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -206,10 +205,7 @@ class TargetDataModule(LightningDataModule):
         for split, samples in self._split_samples().items():
             if split == "predict":
                 continue
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                reasons = pool.map(unreadable_reason, (self.image_dir / s.path for s in samples))
-                bad = {i: (samples[i].path, reason) for i, reason in enumerate(reasons) if reason is not None}
-            self._record_skipped(split, bad)
+            self._record_skipped(split, unreadable_files(self.image_dir, (s.path for s in samples)))
 
     def report_skipped(self, split: str, indices: list[int]) -> None:
         """Samples of ``split`` that could not be read (the same call on every process): each is named once,

@@ -9,6 +9,9 @@ more unreadable images than it may.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,6 +37,15 @@ def unreadable_reason(path: str | Path) -> str | None:
     except UNREADABLE as err:
         return f"{type(err).__name__}: {first_line(err, 120)}"
     return None
+
+
+def unreadable_files(folder: Path, paths: Iterable[str]) -> dict[int, tuple[str, str]]:
+    """``{position: (path, reason)}`` of the ``paths`` (relative to ``folder``) that cannot be read, each decoded
+    in a thread pool."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = pool.map(unreadable_reason, (folder / path for path in paths))
+        return {i: (paths[i], reason) for i, reason in enumerate(reasons) if reason is not None}
 
 
 def mark(index: int) -> int:
