@@ -55,6 +55,27 @@ class RecordTraining(Callback):
             torch.save({**record, "indices": self.indices, "first_step": self.first_step}, self.path)
 
 
+class LogBatches(Callback):
+    """Appends, from rank 0, one line per finished training step to ``path``: ``epoch step index index ...`` (the
+    global batch's sample indices), flushed to disk at once, so that the steps of a run killed with SIGKILL can be
+    counted afterwards.
+
+    Args:
+        path: the log file (appended to).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        indices = gather_batch(batch[1]).tolist()
+        if trainer.global_rank == 0:
+            with open(self.path, "a") as log:
+                log.write(f"{trainer.current_epoch} {trainer.global_step - 1} {' '.join(map(str, indices))}\n")
+                log.flush()
+                os.fsync(log.fileno())
+
+
 class FailOnRank(Callback):
     """Makes one process of a multi-process run die at a training step: ``raise`` an exception or ``kill`` itself
     with SIGKILL (no clean-up at all). Every process writes its pid to ``<pid_dir>/rank<r>.pid`` first.

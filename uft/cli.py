@@ -196,11 +196,16 @@ def describe_argument_error(err: ArgumentError) -> str:
 
 def main() -> None:
     """Console entry point: bad input ends with one line naming the problem, not a traceback. ``uft data check``
-    goes to :mod:`uft.data.check`; everything else to LightningCLI."""
+    goes to :mod:`uft.data.check`, ``uft data shard`` to :mod:`uft.data.shards`; everything else to LightningCLI."""
     if sys.argv[1:3] == ["data", "check"]:
         from uft.data.check import main as data_check
 
         data_check(sys.argv[3:])
+        return
+    if sys.argv[1:3] == ["data", "shard"]:
+        from uft.data.shards import main as data_shard
+
+        data_shard(sys.argv[3:])
         return
     try:
         cli_main()

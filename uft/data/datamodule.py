@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from uft.clip import ImagePreprocess
-from uft.data.datasets import ImageListDataset
+from uft.data.datasets import ImageFiles, ImageListDataset, ImageSource
 from uft.data.lists import (
     IMAGE_SUFFIXES,
     UNLABELED,
@@ -26,7 +26,8 @@ from uft.data.lists import (
 )
 from uft.data.recipes import DataRecipe
 from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
-from uft.data.skipped import SkippedImages, unreadable_files, unreadable_reason
+from uft.data.shards import SAMPLES_FILE, ImageShards
+from uft.data.skipped import SkippedImages
 from uft.data.splits import ClassSplit
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
@@ -37,11 +38,14 @@ SKIPPED_FILE = "skipped_images.txt"
 class TargetDataModule(LightningDataModule):
     """Unlabeled target images of one domain, plus labeled evaluation splits.
 
-    Images come from a list file (``relative/path.jpg <label>`` per line, labels optional) or from an ImageFolder
-    tree ``root/domain/<class name>/*``. Without a ``test_list``, the labeled ``test`` split follows ``protocol``:
-    ``holdout`` holds out a deterministic ``holdout_fraction`` of the images (the rest, restricted to
-    ``split.target_classes``, is the unlabeled ``target`` set); ``paper`` (the UEO reference's) tests on the
-    domain's whole image list, every class, and trains on its images of the target classes. Loaders:
+    Target images come from a list file (``relative/path.jpg <label>`` per line, labels optional), from an
+    ImageFolder tree ``root/domain/<class name>/*``, or from shards written by ``uft data shard`` from either
+    (``target_shards``: a local folder or an object-store URL; the sample list and every per-sample index are the
+    same as from the files, and training reads the shards one after another). Without a ``test_list``, the labeled
+    ``test`` split follows ``protocol``: ``holdout`` holds out a deterministic ``holdout_fraction`` of the images
+    (the rest, restricted to ``split.target_classes``, is the unlabeled ``target`` set); ``paper`` (the UEO
+    reference's) tests on the domain's whole image list, every class, and trains on its images of the target
+    classes. Loaders:
 
     - ``train``: ``(image, index)`` over the target set with the training transform;
     - ``val``/``test``: the evaluation splits ``test`` and ``target`` as ``(image, label, index)``; ``target`` labels
@@ -61,7 +65,8 @@ class TargetDataModule(LightningDataModule):
     global batches (the remainder of each epoch's order waits for a later epoch).
 
     Args:
-        root: image root; images live in ``root/domain`` (or ``root`` when no domain is given).
+        root: image root; images live in ``root/domain`` (or ``root`` when no domain is given). With
+            ``target_shards`` it is read only when ``test_list`` or ``predict_list`` name files.
         class_names: all class names in class-id order (known classes first), or a text file with one per line.
         split: which class ids are known, in the target data and in the test data.
         domain: sub-folder of ``root``; spellings differing in spaces, underscores or case match.
@@ -87,11 +92,15 @@ class TargetDataModule(LightningDataModule):
             and report the unreadable ones then (same rule as ``max_skipped``).
         predict_list: images for ``uft predict``: a list file (paths relative to the image directory, labels
             ignored) or a folder (every image under it); default: the target set.
+        target_shards: shards of the target images (``uft data shard``), instead of ``train_list`` or the
+            folder: a local folder or a URL such as ``s3://bucket/prefix`` (credentials from the environment, as the
+            storage's client reads them). The held-out or ``paper`` test split is read from them too.
+        shard_cache: where chunks of remote shards are kept (default: litdata's cache folder).
     """
 
     def __init__(
         self,
-        root: str,
+        root: str | None,
         class_names: list[str] | str,
         split: ClassSplit,
         domain: str | None = None,
@@ -109,23 +118,29 @@ class TargetDataModule(LightningDataModule):
         max_skipped: float = 0.01,
         verify_images: bool = False,
         predict_list: str | None = None,
+        target_shards: str | None = None,
+        shard_cache: str | None = None,
     ) -> None:
         super().__init__()
         if recipe is not None:
+            if root is None:
+                raise InputError("data.recipe makes its data into data.root, which is not set")
             recipe.ensure(root)
         self.class_names, names_source = read_class_names(class_names)
         self.split = split
         target_ids, test_ids = split.resolve(len(self.class_names), names_source)
-        self.image_dir = resolve_domain(root, domain)
+        self._root, self._domain = root, domain
+        self.image_dir = None  # root/domain; with shards resolved only when files are named
+        if not target_shards:
+            self._files_dir("the target set (data.train_list or an image folder)")
         num_classes = len(self.class_names)
-        if train_list:
-            pool = read_list_file(train_list, self.image_dir, num_classes)
-        else:
-            pool = scan_image_folder(self.image_dir, self.class_names)
+        pool_images, pool = self._target_source(train_list, target_shards, shard_cache, num_classes)
         if not 0.0 <= holdout_fraction < 1.0:
             raise InputError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        test_images = pool_images
         if test_list:
-            test = read_list_file(test_list, self.image_dir, num_classes)
+            test_images = ImageFiles(self._files_dir("data.test_list"))
+            test = read_list_file(test_list, test_images.folder, num_classes)
             if any(s.label == UNLABELED for s in test):
                 raise InputError(f"test list {test_list} must give a label on every line")
         elif protocol == "paper" and all(s.label != UNLABELED for s in pool):
@@ -140,7 +155,7 @@ class TargetDataModule(LightningDataModule):
         self.target_samples = _restrict(pool, target_ids) if self.target_labeled else pool
         self.test_samples = _restrict(test, test_ids)
         if not self.target_samples:
-            where = train_list or self.image_dir
+            where = train_list or target_shards or self.image_dir
             raise InputError(f"empty target set: no image of target classes {split.target_classes!r} in {where}")
         if test_list and not self.test_samples:
             raise InputError(f"empty test set: no image of test classes {split.test_classes!r} in {test_list}")
@@ -154,7 +169,8 @@ class TargetDataModule(LightningDataModule):
         self.crop_scale = crop_scale
         self.preprocess: ImagePreprocess | None = None
         self.skipped = SkippedImages(max_skipped)
-        self.predict_dir, self.predict_samples = self._predict_source(predict_list, num_classes)
+        predict_images, self.predict_samples = self._predict_source(predict_list, pool_images, num_classes)
+        self._images: dict[str, ImageSource] = {"target": pool_images, "test": test_images, "predict": predict_images}
         if verify_images:
             self._verify_images()
 
@@ -181,20 +197,48 @@ class TargetDataModule(LightningDataModule):
         """Every split's samples by name; sample indices are positions in these lists."""
         return {"target": self.target_samples, "test": self.test_samples, "predict": self.predict_samples}
 
-    def _predict_source(self, predict_list: str | None, num_classes: int) -> tuple[Path, list[Sample]]:
+    def _files_dir(self, option: str) -> Path:
+        """The image directory ``root/domain``, which ``option`` needs (its paths are relative to it)."""
+        if self.image_dir is None:
+            if self._root is None:
+                raise InputError(f"{option} names image files, which need data.root (the folder they are relative to)")
+            self.image_dir = resolve_domain(self._root, self._domain)
+        return self.image_dir
+
+    def _target_source(
+        self, train_list: str | None, target_shards: str | None, shard_cache: str | None, num_classes: int
+    ) -> tuple[ImageSource, list[Sample]]:
+        """Where the target pool's images are read from, and the pool (every image, in sample-index order)."""
+        if target_shards:
+            if train_list:
+                raise InputError("data.train_list and data.target_shards both name the target images: set one")
+            shards = ImageShards(target_shards, shard_cache)
+            for lineno, sample in enumerate(shards.samples, start=2):
+                if sample.label >= num_classes:
+                    raise InputError(
+                        f"{target_shards}/{SAMPLES_FILE}:{lineno}: label {sample.label} is outside the "
+                        f"{num_classes} class names"
+                    )
+            return shards, shards.samples
+        images = ImageFiles(self._files_dir("the target set"))
+        if train_list:
+            return images, read_list_file(train_list, images.folder, num_classes)
+        return images, scan_image_folder(images.folder, self.class_names)
+
+    def _predict_source(
+        self, predict_list: str | None, target_images: ImageSource, num_classes: int
+    ) -> tuple[ImageSource, list[Sample]]:
         if predict_list is None:
-            return self.image_dir, self.target_samples
+            return target_images, self.target_samples
         folder = Path(predict_list)
         if folder.is_dir():
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not files:
                 raise InputError(f"data.predict_list: no images under {folder}")
-            return folder, [Sample(str(p.relative_to(folder))) for p in files]
-        listed = read_list_file(predict_list, self.image_dir, num_classes)
-        return self.image_dir, [Sample(s.path) for s in listed]  # labels are not read
-
-    def _folder(self, split: str) -> Path:
-        return self.predict_dir if split == "predict" else self.image_dir
+            return ImageFiles(folder), [Sample(str(p.relative_to(folder))) for p in files]
+        images = ImageFiles(self._files_dir("data.predict_list"))
+        listed = read_list_file(predict_list, images.folder, num_classes)
+        return images, [Sample(s.path) for s in listed]  # labels are not read
 
     def predict_paths(self) -> list[str]:
         """Paths of the images ``uft predict`` reads, by sample index, as the user gave them (relative to the
@@ -205,17 +249,16 @@ class TargetDataModule(LightningDataModule):
         for split, samples in self._split_samples().items():
             if split == "predict":
                 continue
-            self._record_skipped(split, unreadable_files(self.image_dir, (s.path for s in samples)))
+            self._record_skipped(split, self._images[split].unreadable(s.path for s in samples))
 
     def report_skipped(self, split: str, indices: list[int]) -> None:
         """Samples of ``split`` that could not be read (the same call on every process): each is named once,
         listed in ``skipped_images.txt``; more than ``max_skipped`` of the split stops the run."""
-        samples = self._split_samples()[split]
-        folder = self._folder(split)
+        samples, images = self._split_samples()[split], self._images[split]
         bad = {}
         for i in indices:
             path = samples[i].path
-            bad[i] = (path, unreadable_reason(folder / path) or "could not be read at the time")
+            bad[i] = (path, images.reason(path) or "could not be read at the time")
         self._record_skipped(split, bad)
 
     def _record_skipped(self, split: str, bad: dict[int, tuple[str, str]]) -> None:
@@ -225,7 +268,8 @@ class TargetDataModule(LightningDataModule):
             if self.trainer is not None:
                 self._write_skipped()
         for path, reason in new:
-            rank_zero_warn(f"uft: skipping unreadable image {self._folder(split) / path} ({split} split): {reason}")
+            where = self._images[split].describe(path)
+            rank_zero_warn(f"uft: skipping unreadable image {where} ({split} split): {reason}")
 
     def skipped_indices(self, split: str) -> list[int]:
         """Indices of the samples of ``split`` found unreadable so far (also by an earlier part of the run)."""
@@ -284,11 +328,13 @@ class TargetDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def train_dataloader(self) -> DataLoader:
+        images = self._images["target"]
         dataset = ImageListDataset(
-            self.target_samples, self.image_dir, train_transform(self.preprocess, self.crop_scale), seed=self.seed
+            self.target_samples, images, train_transform(self.preprocess, self.crop_scale), seed=self.seed
         )
         rank, world_size = self._world()
-        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world_size)
+        groups = images.order_groups([s.path for s in self.target_samples])
+        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world_size, groups=groups)
         return ResumableLoader(dataset, sampler, **self._loader_options())
 
     def _eval_loaders(self) -> list[DataLoader]:
@@ -301,8 +347,8 @@ class TargetDataModule(LightningDataModule):
                 f"most {max(sizes.values())} devices"
             )
         return [
-            self._eval_loader(ImageListDataset(samples, self.image_dir, transform, with_labels=True))
-            for samples in self._eval_samples().values()
+            self._eval_loader(ImageListDataset(samples, self._images[split], transform, with_labels=True))
+            for split, samples in self._eval_samples().items()
             if samples
         ]
 
@@ -314,7 +360,8 @@ class TargetDataModule(LightningDataModule):
 
     def confidence_dataloader(self) -> DataLoader:
         """This process's share of the target set, evaluation transform, no labels: the confidence pass."""
-        return self._eval_loader(ImageListDataset(self.target_samples, self.image_dir, eval_transform(self.preprocess)))
+        dataset = ImageListDataset(self.target_samples, self._images["target"], eval_transform(self.preprocess))
+        return self._eval_loader(dataset)
 
     @property
     def num_target_samples(self) -> int:
@@ -323,7 +370,7 @@ class TargetDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(
-            ImageListDataset(self.predict_samples, self.predict_dir, eval_transform(self.preprocess))
+            ImageListDataset(self.predict_samples, self._images["predict"], eval_transform(self.preprocess))
         )
 
 

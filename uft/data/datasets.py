@@ -1,9 +1,11 @@
-"""Map-style datasets over image lists, with augmentations seeded per sample and epoch."""
+"""Where images are read from (files in a folder, or shards), and the map-style dataset over a sample list with
+augmentations seeded per sample and epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -11,7 +13,61 @@ from torch.utils.data import Dataset
 
 from uft.data.lists import Sample
 from uft.data.samplers import item_seed
-from uft.data.skipped import UNREADABLE, mark, read_rgb
+from uft.data.skipped import UNREADABLE, mark, read_rgb, unreadable_files, unreadable_reason
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Images addressed by the path a sample list gives (relative to the source). Instances are pickled into
+    loader workers."""
+
+    def read(self, path: str) -> Image.Image:
+        """The decoded RGB image; raises one of :data:`uft.data.skipped.UNREADABLE` when it cannot be read."""
+        ...
+
+    def reason(self, path: str) -> str | None:
+        """Why the image cannot be read, in a few words; ``None`` when it can."""
+        ...
+
+    def unreadable(self, paths: Iterable[str]) -> dict[int, tuple[str, str]]:
+        """``{position: (path, reason)}`` of the ``paths`` that cannot be read (each decoded once)."""
+        ...
+
+    def describe(self, path: str) -> str:
+        """Where the image is, for a message."""
+        ...
+
+    def order_groups(self, paths: list[str]) -> list[int] | None:
+        """The storage unit of each image, which a training order should keep together (a shard), or ``None``
+        when any order reads as fast."""
+        ...
+
+
+class ImageFiles:
+    """Image files under one folder.
+
+    Args:
+        folder: the folder sample paths are relative to.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def read(self, path: str) -> Image.Image:
+        return read_rgb(self.folder / path)
+
+    def reason(self, path: str) -> str | None:
+        return unreadable_reason(self.folder / path)
+
+    def unreadable(self, paths: Iterable[str]) -> dict[int, tuple[str, str]]:
+        return unreadable_files(self.folder, paths)
+
+    def describe(self, path: str) -> str:
+        return str(self.folder / path)
+
+    def order_groups(self, paths: list[str]) -> None:
+        return None
+
 
 PLACEHOLDER_SIZE = 32  # side of the blank image that stands in for an unreadable one
 
@@ -30,7 +86,7 @@ class ImageListDataset(Dataset):
 
     Args:
         samples: the images and their labels.
-        image_dir: directory the sample paths are relative to.
+        images: where the sample paths are read from; a folder means the files in it.
         transform: applied to the RGB PIL image.
         with_labels: also return the label (evaluation only).
         seed: seed of per-item augmentation; ``None`` leaves the global random state alone.
@@ -39,13 +95,13 @@ class ImageListDataset(Dataset):
     def __init__(
         self,
         samples: list[Sample],
-        image_dir: Path,
+        images: ImageSource | str | Path,
         transform: Callable,
         with_labels: bool = False,
         seed: int | None = None,
     ) -> None:
         self.samples = samples
-        self.image_dir = Path(image_dir)
+        self.images = images if isinstance(images, ImageSource) else ImageFiles(images)
         self.transform = transform
         self.with_labels = with_labels
         self.seed = seed
@@ -57,7 +113,7 @@ class ImageListDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample, returned = self.samples[index], index
         try:
-            img = read_rgb(self.image_dir / sample.path)
+            img = self.images.read(sample.path)
         except UNREADABLE:
             img, returned = Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)), mark(index)
         if self.seed is None:

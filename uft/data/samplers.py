@@ -43,6 +43,11 @@ class GlobalBatchSampler(DistributedSampler):
     batches. Lightning calls ``set_epoch`` at the start of each epoch; ``skip_batches`` makes the next iteration
     start after that many global batches of the epoch (a run resumed mid-epoch), then resets.
 
+    With ``groups`` (the shard each sample is stored in), the permutation keeps a group's samples together: the
+    groups in a random order, each group's samples shuffled within it. A streamed run then reads one shard after
+    another instead of every shard at every step; the order still depends only on ``(seed, epoch)`` and the
+    grouping, never on the number of processes or loader workers.
+
     Args:
         num_samples: dataset length.
         batch_size: the global batch size (all processes together).
@@ -50,10 +55,18 @@ class GlobalBatchSampler(DistributedSampler):
         rank: this process's global rank.
         world_size: number of processes.
         shuffle: draw a permutation (otherwise the identity order).
+        groups: the group of each sample (by sample index); ``None`` shuffles all samples together.
     """
 
     def __init__(
-        self, num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        groups: list[int] | None = None,
     ) -> None:
         super().__init__(range(num_samples), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.num_samples = num_samples  # DistributedSampler's per-process count has another meaning; not used
@@ -61,6 +74,16 @@ class GlobalBatchSampler(DistributedSampler):
         self.local_batch_size = per_process_batch(batch_size, world_size)
         self.num_batches = num_samples // batch_size
         self.skip_batches = 0
+        self.members: list[list[int]] | None = None
+        self.layout: str | None = None  # names the grouping in checkpoints: a mid-epoch resume needs the same one
+        if groups is not None:
+            if len(groups) != num_samples:
+                raise ValueError(f"groups gives {len(groups)} samples a group, the dataset has {num_samples}")
+            by_group: dict[int, list[int]] = {}
+            for index, group in enumerate(groups):
+                by_group.setdefault(group, []).append(index)
+            self.members = [by_group[g] for g in sorted(by_group)]
+            self.layout = hashlib.blake2b(repr(self.members).encode(), digest_size=8).hexdigest()
 
     def __len__(self) -> int:
         return self.num_batches * self.local_batch_size
@@ -70,7 +93,13 @@ class GlobalBatchSampler(DistributedSampler):
         if not self.shuffle:
             return list(range(self.num_samples))
         generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, -1))
-        return torch.randperm(self.num_samples, generator=generator).tolist()
+        if self.members is None:
+            return torch.randperm(self.num_samples, generator=generator).tolist()
+        order = []
+        for g in torch.randperm(len(self.members), generator=generator).tolist():
+            group = self.members[g]
+            order.extend(group[i] for i in torch.randperm(len(group), generator=generator).tolist())
+        return order
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order, b = self.global_order(), self.local_batch_size
@@ -88,7 +117,7 @@ class ResumableLoader(DataLoader):
     Lightning saves ``state_dict()`` in every checkpoint and, on resume, calls ``load_state_dict`` before the first
     batch: the epoch then continues with exactly the global batches an uninterrupted run would have seen next. The
     position counts global batches, so a checkpoint written on W processes resumes on any number of them. A
-    changed target set, or a changed batch size in the middle of an epoch, is refused.
+    changed target set, or a changed batch size or storage layout in the middle of an epoch, is refused.
     """
 
     sampler: GlobalBatchSampler
@@ -109,6 +138,7 @@ class ResumableLoader(DataLoader):
             "batches_done": self._batches_done,
             "batch_size": self.sampler.batch_size,
             "num_samples": self.sampler.num_samples,
+            "layout": self.sampler.layout,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -125,6 +155,12 @@ class ResumableLoader(DataLoader):
             raise InputError(
                 f"the checkpoint was saved in the middle of an epoch with data.batch_size={state['batch_size']}: "
                 f"resume it with the same batch size (now {sampler.batch_size})"
+            )
+        elif done and state.get("layout") != sampler.layout:
+            raise InputError(
+                "the checkpoint was saved in the middle of an epoch over other storage of the target set (files "
+                "instead of shards, shards instead of files, or other shards), whose order differs: resume it with "
+                "the target data it started with, or from a checkpoint saved at the end of an epoch"
             )
         sampler.set_epoch(epoch)
         sampler.skip_batches = done

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import torch
 from PIL import Image
@@ -24,16 +25,18 @@ from uft.errors import InputError, first_line
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """The image at ``path``, fully decoded, as RGB (a truncated file fails here, not later)."""
-    with Image.open(path) as img:
+def read_rgb(file: str | Path | IO[bytes]) -> Image.Image:
+    """The image in ``file`` (a path or an open binary file), fully decoded, as RGB (a truncated file fails here,
+    not later)."""
+    with Image.open(file) as img:
         return img.convert("RGB")
 
 
-def unreadable_reason(path: str | Path) -> str | None:
-    """Why the image at ``path`` cannot be read, in a few words; ``None`` when it can."""
+def unreadable_reason(file: str | Path | IO[bytes]) -> str | None:
+    """Why the image in ``file`` (a path or an open binary file) cannot be read, in a few words; ``None`` when it
+    can."""
     try:
-        read_rgb(path)
+        read_rgb(file)
     except UNREADABLE as err:
         return f"{type(err).__name__}: {first_line(err, 120)}"
     return None
