@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from uft import config_files
 from uft.cli import cli_main
 from uft.data.lists import read_class_names
 from uft.data.splits import ClassSplit, parse_class_ids
@@ -17,7 +18,16 @@ from .conftest import ROOT
 CONFIGS = ROOT / "configs"
 FULL = CONFIGS / "officehome" / "ueo.yaml"
 DEMO = CONFIGS / "demo.yaml"
-GROUPS = {"trainer", "model", "data"}  # files holding one group's content, used as `--<group> file`
+METHOD_OBJECTIVES = {  # configs/method/<name>.yaml -> its objective's class (None: zero-shot, nothing trains)
+    "ent": "uft.objectives.ENT",
+    "im": "uft.objectives.IM",
+    "pouf": "uft.objectives.POUF",
+    "ueo": "uft.objectives.UEO",
+    "ueo_oracle": "uft.objectives.UEOOracle",
+    "upl": "uft.objectives.UPL",
+    "zeroshot": None,
+    "zeroshot_ensemble": None,
+}
 
 
 def printed_config(args: list[str], capsys) -> dict:
@@ -28,13 +38,16 @@ def printed_config(args: list[str], capsys) -> dict:
 
 
 def args_for(path: Path) -> list[str]:
+    """A shipped file as a user adds it: a run config alone, anything else after its benchmark's run config."""
     kind = path.relative_to(CONFIGS).parts[0]
-    if kind in GROUPS:
-        return ["-c", str(FULL), f"--{kind}", str(path)]
-    if kind == "setting":  # an overlay on its benchmark's full-run config
-        base = DEMO if path.parent.name == "world" else CONFIGS / path.parent.name / "ueo.yaml"
-        return ["-c", str(base), "-c", str(path)]
-    if kind == "method":  # overlays, added with a further -c
+    if kind == "setting":
+        return [
+            "-c",
+            str(DEMO if path.parent.name == "world" else CONFIGS / path.parent.name / "ueo.yaml"),
+            "-c",
+            str(path),
+        ]
+    if kind in ("trainer", "model", "data", "method"):
         return ["-c", str(FULL), "-c", str(path)]
     return ["-c", str(path)]
 
@@ -43,11 +56,50 @@ def args_for(path: Path) -> list[str]:
 def test_every_shipped_config_parses(path, capsys):
     config = printed_config(args_for(path), capsys)
     objective = config["model"]["objective"]
-    if path.stem.startswith("zeroshot"):
-        assert objective is None
-    else:
-        assert objective["class_path"].startswith("uft.objectives.")
+    expected = METHOD_OBJECTIVES[path.stem] if path.parent.name == "method" else "uft.objectives.UEO"
+    assert (objective and objective["class_path"]) == expected
     assert config["data"]["split"]["num_known"] > 0
+    assert config["include"] is None  # applied before parsing: a printed or saved config stands alone
+
+
+def test_every_method_config_is_known():
+    assert sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml")) == sorted(METHOD_OBJECTIVES)
+
+
+def leaves(tree, prefix: str = "") -> dict[str, object]:
+    """``{"model.objective.init_args.trade": 1.0, ...}``: every value of a YAML tree under its dotted key."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    found = {}
+    for key, value in tree.items():
+        found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def test_no_file_repeats_what_it_includes():
+    """Each fact is written once: a file never sets a key to the value that a file it includes (directly or
+    further down) already gives it."""
+    checked = 0
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        own = yaml.safe_load(path.read_text()) or {}
+        includes = config_files.included_files(path)[:-1]
+        own = leaves({k: v for k, v in own.items() if k != config_files.KEY})
+        for included in includes:
+            theirs = leaves({k: v for k, v in (yaml.safe_load(included.read_text()) or {}).items() if k != "include"})
+            same = {key for key in own.keys() & theirs.keys() if own[key] == theirs[key]}
+            assert not same, f"{path.relative_to(CONFIGS)} repeats {sorted(same)} of {included.relative_to(CONFIGS)}"
+            checked += 1
+    assert checked >= 25  # the five run configs include five files each
+
+
+def test_splits_live_in_settings_and_objectives_in_methods():
+    """The class split is set only by configs/setting/, the objective only by configs/method/."""
+    owners = {"data.split": "setting", "model.objective": "method"}
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        kind = path.relative_to(CONFIGS).parts[0]
+        for key in leaves(yaml.safe_load(path.read_text()) or {}):
+            for prefix, owner in owners.items():
+                assert not key.startswith(prefix) or kind == owner, f"{path.relative_to(CONFIGS)} sets {key}"
 
 
 def targets(known: int, partial: int, unknown: int, total: int, open_partial: int | None = None) -> dict:
@@ -100,13 +152,17 @@ def test_settings(benchmark, setting, capsys):
 
 @pytest.mark.parametrize("benchmark", ["office", "officehome", "visda", "domainnet"])
 def test_benchmark_defaults_are_the_references(benchmark, capsys):
-    """Open-partial by default, batch 64, evaluation batch 192, SGD at 1e-4 for both groups, 50 epochs (5 on
-    DomainNet)."""
+    """Open-partial by default, batch 64, evaluation batch 192, SGD at 1e-4 without momentum for both groups, logit
+    scale 100, UEO with trade 1 and tau 1, 50 epochs (5 on DomainNet)."""
     base, known, total, expected = BENCHMARKS[benchmark]
     config = printed_config(["-c", str(base)], capsys)
     assert parse_class_ids(config["data"]["split"]["target_classes"], total) == expected["open_partial"]
     assert (config["data"]["batch_size"], config["data"]["eval_batch_size"]) == (64, 192)
     assert config["model"]["prompt_lr"] == config["model"]["visual_lr"] == 1e-4
+    assert config["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert config["model"]["optimizer"]["init_args"]["momentum"] == 0.0
+    assert config["model"]["logit_scale"] == 100.0
+    assert config["model"]["objective"] == {"class_path": "uft.objectives.UEO", "init_args": {"trade": 1.0, "tau": 1.0}}
     assert config["trainer"]["max_epochs"] == (5 if benchmark == "domainnet" else 50)
 
 
@@ -119,14 +175,14 @@ def test_officehome_class_names():
 
 def test_demo_is_open_partial_on_the_shipped_world_clip(capsys):
     config = printed_config(["-c", str(DEMO)], capsys)
-    assert (
-        config["data"]["split"]
-        == printed_config(["-c", str(DEMO), "-c", str(CONFIGS / "setting" / "world" / "open_partial.yaml")], capsys)[
-            "data"
-        ]["split"]
-    )
+    assert config["data"]["split"] == {"num_known": 12, "target_classes": "0-7,12-17", "test_classes": "0-23"}
     assert (ROOT / config["model"]["pretrained"]).is_file()
     assert config["model"]["model_name"] == "uft-world-vit"
+    assert (config["model"]["prompt_lr"], config["model"]["visual_lr"], config["trainer"]["max_epochs"]) == (
+        0.3,
+        0.3,
+        5,
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from uft import config_files
 from uft.callbacks import EvaluationFigures, MetricsJSON, PredictionCSV, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
@@ -34,6 +35,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 # The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no such
 # hook, so Lightning's note that the module's is used says nothing.
 warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
+# `cli_main` passes the command line with config includes expanded (uft.config_files): not a mistake.
+warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*")
 # Evaluating a checkpoint into another run folder (the usual case) is not a problem worth a paragraph.
 warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
 # `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
@@ -76,6 +79,13 @@ class UFTCLI(LightningCLI):
             action="store_true",
             help="fit: start a new run although the checkpoint folder holds an earlier run's last.ckpt, which this "
             "run's first save replaces (without it, such a fit is refused: resume it with --ckpt_path last)",
+        )
+        parser.add_argument(
+            f"--{config_files.KEY}",
+            type=config_files.applied,
+            default=None,
+            help="in a config file: the config files applied before it (paths relative to it); on the command line "
+            "give each with -c",
         )
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
@@ -163,7 +173,7 @@ def cli_main(args: list[str] | None = None, run: bool = True, print_table: bool 
     return UFTCLI(
         UFTModule,
         TargetDataModule,
-        args=args,
+        args=config_files.expand_includes(sys.argv[1:] if args is None else list(args)),
         run=run,
         save_config_kwargs={"overwrite": True},
         # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
