@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo compare sweep bench bench-data reproduce-world lint format clean
+.PHONY: help install test test-fast demo compare sweep bench bench-render bench-data reproduce-world lint format clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ sweep: $(STAMP)  ## docs/demo.md's table: 4 settings x 3 seeds x zero-shot/UEO/I
 
 bench: $(STAMP)  ## A training step of uft vs a full-context reference vs the image tower alone (docs/benchmarks.md)
 	$(PY) bench/step_bench.py
+
+bench-render: $(STAMP)  ## Rendering the procedural world, renders per second per style (a few seconds)
+	$(PY) bench/render_bench.py
 
 bench-data: $(STAMP)  ## Reading the demo's target images from files vs shards, images per second (README)
 	$(PY) bench/shard_bench.py

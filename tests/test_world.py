@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from collections import Counter
 
 import numpy as np
@@ -98,16 +97,6 @@ def test_bad_arguments():
         render(len(CATEGORIES), "photo", rng)
     with pytest.raises(ValueError, match="shift"):
         apply_shift(Image.new("RGB", (8, 8)), "rain", 0.5, rng)
-
-
-def test_render_is_fast():
-    """A generous bound (the target is well under 1 ms): catches a regression such as float64 or denormal maths."""
-    rng = np.random.default_rng(0)
-    render(0, "photo", rng)  # texture banks
-    start = time.perf_counter()
-    for i in range(200):
-        render(i % len(CATEGORIES), STYLES[i % len(STYLES)], rng)
-    assert (time.perf_counter() - start) / 200 < 0.005
 
 
 # ---------------------------------------------------------------------------------------------------- captions

@@ -11,8 +11,10 @@ import numpy as np
 from PIL import Image
 
 from uft.world.captions import caption
-from uft.world.render import CATEGORIES, STYLES, render
+from uft.world.render import render
+from uft.world.shapes import CATEGORIES
 from uft.world.shifts import SHIFTS, apply_shift
+from uft.world.styles import STYLES
 
 __all__ = ["CATEGORIES", "SHIFTS", "STYLES", "apply_shift", "caption", "render", "sample_pair"]
 

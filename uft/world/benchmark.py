@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from uft.data.recipes import DataRecipe
-from uft.world.render import CATEGORIES, render
+from uft.world.render import render
+from uft.world.shapes import CATEGORIES
 from uft.world.shifts import apply_shift
 
 

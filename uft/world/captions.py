@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from uft.world.render import CATEGORIES
+from uft.world.shapes import CATEGORIES
 
 # "{}" is the object phrase, which brings its own article
 _STYLED = {
