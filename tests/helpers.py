@@ -1,5 +1,6 @@
 """Test-only components that the CLI can load by import path."""
 
+import copy
 import os
 import signal
 import time
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
+from torch import Tensor
 
 from uft.distributed import gather_batch
+from uft.objectives import UEO
 
 
 class StopAfterEpoch(Callback):
@@ -143,6 +146,39 @@ class BlowUpAt(Callback):
         if trainer.global_step >= self.step:
             for group in trainer.optimizers[0].param_groups:
                 group["lr"] = self.lr
+
+
+class RecordingUEO(UEO):
+    """UEO that keeps a detached copy of what the module passes it at every training step: ``calls`` holds one
+    ``(logits, table, cosine)`` per call, the loss is UEO's.
+
+    Args:
+        trade: weight of the marginal-entropy term.
+        tau: temperature of the confidence weights.
+    """
+
+    def __init__(self, trade: float = 1.0, tau: float = 1.0) -> None:
+        super().__init__(trade=trade, tau=tau)
+        self.calls: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+
+    def forward(self, logits: Tensor, weights: Tensor | None = None, cosine: Tensor | None = None) -> Tensor:
+        self.calls.append(tuple(None if x is None else x.detach().clone() for x in (logits, weights, cosine)))
+        return super().forward(logits, weights, cosine)
+
+
+class RecordTrainingInputs(Callback):
+    """Keeps a copy of the module's CLIP as training starts (before any optimiser step: the zero-shot weights) and
+    of every training batch as the module receives it, in ``clip`` and ``batches`` (one process only)."""
+
+    def __init__(self) -> None:
+        self.clip: torch.nn.Module | None = None
+        self.batches: list[tuple[Tensor, ...]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.clip = copy.deepcopy(pl_module.clip)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append(tuple(x.detach().clone() for x in batch))
 
 
 EVALUATION_FIGURES = ["roc.png", "target_per_class.png", "target_scores.png", "test_per_class.png", "test_scores.png"]

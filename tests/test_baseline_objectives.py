@@ -1,13 +1,10 @@
 """Tests of the baseline objectives (ENT, IM, UEOOracle, UPL, POUF) against independent float64 hand computations.
 
-Every reference below is written with plain python loops and ``math``; gradients are checked against central finite
-differences of those references. Entropy convention: ``H(p) = -sum_k p_k log(p_k + 1e-5)``.
+The references (:mod:`tests.reference`) are written with plain python loops and ``math``; gradients are checked
+against central finite differences of those references. Entropy convention: ``H(p) = -sum_k p_k log(p_k + 1e-5)``.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,115 +13,26 @@ from torch import nn
 
 from uft.objectives import ENT, IM, POUF, UEO, UPL, Objective, UEOOracle
 
-EPS = 1e-5
-FD_EPS = 1e-6
+from .reference import (
+    ent_ref,
+    entropy,
+    fd_grad,
+    im_ref,
+    mean_probs,
+    pouf_ref,
+    row_probs,
+    ueo_ref,
+    upl_forward_ref,
+    upl_prepare_ref,
+)
+
 GRAD_TOL = 1e-5
 VALUE_TOL = 1e-9
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# independent references
+# cases
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def softmax_list(values) -> list[float]:
-    """Numerically stable softmax of a sequence, with plain python arithmetic."""
-    values = [float(v) for v in values]
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-def entropy_ref(p) -> float:
-    """H(p) = -sum_k p_k log(p_k + 1e-5)."""
-    return -sum(pk * math.log(pk + EPS) for pk in p)
-
-
-def row_probs(logits: np.ndarray) -> list[list[float]]:
-    """Softmax of every row."""
-    return [softmax_list(logits[i]) for i in range(logits.shape[0])]
-
-
-def mean_probs(probs: list[list[float]]) -> list[float]:
-    """Average of the rows of a list-of-lists matrix."""
-    n, k = len(probs), len(probs[0])
-    return [sum(probs[i][c] for i in range(n)) / n for c in range(k)]
-
-
-def ent_ref(logits: np.ndarray) -> float:
-    """mean_i H(softmax(logits_i))."""
-    probs = row_probs(logits)
-    return sum(entropy_ref(p) for p in probs) / len(probs)
-
-
-def im_ref(logits: np.ndarray, trade: float) -> float:
-    """mean_i H(p_i) - trade * H(mean_i p_i)."""
-    probs = row_probs(logits)
-    return sum(entropy_ref(p) for p in probs) / len(probs) - trade * entropy_ref(mean_probs(probs))
-
-
-def ueo_ref(logits: np.ndarray, weights, trade: float) -> float:
-    """sum_i w_i H(p_i) / sum_i w_i - trade * H(sum_i p_i / w_i / sum_i 1 / w_i)."""
-    n, k = logits.shape
-    probs = row_probs(logits)
-    weights = [float(w) for w in weights]
-    conditional = sum(weights[i] * entropy_ref(probs[i]) for i in range(n)) / sum(weights)
-    inv_total = sum(1.0 / w for w in weights)
-    marginal = [sum(probs[i][c] / weights[i] for i in range(n)) / inv_total for c in range(k)]
-    return conditional - trade * entropy_ref(marginal)
-
-
-def upl_prepare_ref(cosine: np.ndarray, top_k: int, temperature: float) -> list[int]:
-    """Brute-force UPL table: per predicted class, the top_k members by probability of that class, ties by index."""
-    n, k = cosine.shape
-    probs = [softmax_list(cosine[i] / temperature) for i in range(n)]
-    predicted = [max(range(k), key=lambda c, p=p: p[c]) for p in probs]
-    table = [-1] * n
-    for c in range(k):
-        members = [i for i in range(n) if predicted[i] == c]
-        members.sort(key=lambda i, c=c: (-probs[i][c], i))
-        for i in members[:top_k]:
-            table[i] = c
-    return table
-
-
-def upl_forward_ref(logits: np.ndarray, table) -> float:
-    """Mean over rows with a label of -log softmax(logits_i)[label_i]; 0 when there is none."""
-    terms = []
-    for i, label in enumerate(table):
-        if label == -1:
-            continue
-        row = [float(v) for v in logits[i]]
-        top = max(row)
-        log_norm = top + math.log(sum(math.exp(v - top) for v in row))
-        terms.append(log_norm - row[int(label)])
-    return sum(terms) / len(terms) if terms else 0.0
-
-
-def pouf_ref(
-    logits: np.ndarray, cosine: np.ndarray, entropy_weight: float = 0.3, diversity_weight: float = 0.0
-) -> float:
-    """POUF loss with C = 1 - cosine, row softmax for the images and column softmax for the classes."""
-    n, k = logits.shape
-    probs = row_probs(logits)
-    columns = [softmax_list([logits[i, c] for i in range(n)]) for c in range(k)]  # columns[c][i]
-    cost = [[1.0 - float(cosine[i, c]) for c in range(k)] for i in range(n)]
-    to_classes = sum(sum(cost[i][c] * probs[i][c] for c in range(k)) for i in range(n)) / n
-    to_images = sum(sum(cost[i][c] * columns[c][i] for i in range(n)) for c in range(k)) / k
-    conditional = sum(entropy_ref(p) for p in probs) / n
-    return to_classes + to_images + entropy_weight * conditional - diversity_weight * entropy_ref(mean_probs(probs))
-
-
-def fd_grad(fn: Callable[[np.ndarray], float], x: np.ndarray, eps: float = FD_EPS) -> np.ndarray:
-    """Central finite-difference gradient of a scalar function of an array."""
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        grad[idx] = (fn(plus) - fn(minus)) / (2 * eps)
-    return grad
 
 
 def rand_logits(seed: int, n: int, k: int, scale: float = 2.0) -> torch.Tensor:
@@ -243,7 +151,7 @@ def test_im_equals_ueo_with_constant_weights(trade):
 def test_im_trade_is_used():
     """Different trades give values differing by exactly the marginal entropy times the trade difference."""
     logits = rand_logits(14, 8, 5)
-    marginal = entropy_ref(mean_probs(row_probs(logits.numpy())))
+    marginal = entropy(mean_probs(row_probs(logits.numpy())))
     assert marginal > 0.1
     diff = IM(0.5)(logits) - IM(2.0)(logits)
     assert diff.item() == pytest.approx(1.5 * marginal, abs=1e-9)
@@ -531,7 +439,7 @@ def test_pouf_defaults():
 def test_pouf_diversity_weight_is_used():
     """Raising diversity_weight by d lowers the loss by d * H(mean_i p_i)."""
     logits, cosine = rand_logits(55, 6, 3), rand_cosine(55, 6, 3)
-    marginal = entropy_ref(mean_probs(row_probs(logits.numpy())))
+    marginal = entropy(mean_probs(row_probs(logits.numpy())))
     diff = POUF(diversity_weight=0.0)(logits, cosine=cosine) - POUF(diversity_weight=0.5)(logits, cosine=cosine)
     assert diff.item() == pytest.approx(0.5 * marginal, abs=1e-9)
 

@@ -7,37 +7,17 @@ import math
 import socket
 from datetime import timedelta
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import balanced_accuracy_score
 
 from uft.metrics import DECISION_NAMES, METRIC_NAMES, OpenSetMetrics
 
+from .reference import open_set_metrics_ref
+
 TOL = 1e-6
-
-
-def sklearn_reference(logits: torch.Tensor, labels: torch.Tensor, num_known: int) -> dict[str, float]:
-    """The five metrics computed with scikit-learn on the same float32 softmax probabilities."""
-    probs = torch.softmax(logits.float(), dim=-1).numpy()
-    labels = labels.numpy()
-    msp, preds = probs.max(axis=1), probs.argmax(axis=1)
-    known = labels < num_known
-    nan = float("nan")
-    pacc = gacc = auroc = fpr95 = nan
-    if known.any():
-        cm = confusion_matrix(labels[known], preds[known], labels=list(range(num_known)))
-        support = cm.sum(axis=1)
-        pacc = float(np.mean(np.diag(cm)[support > 0] / support[support > 0]))
-        gacc = float(np.mean(preds[known] == labels[known]))
-    if known.any() and not known.all():
-        auroc = float(roc_auc_score(known, msp))
-        fpr, tpr, _ = roc_curve(known, msp, drop_intermediate=False)
-        fpr95 = float(fpr[np.argmax(tpr >= 0.95)])
-    hm = 2 * pacc * auroc / (pacc + auroc)
-    return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm}
 
 
 def assert_metrics_close(got: dict[str, float], expected: dict[str, float], tol: float = TOL) -> None:
@@ -91,7 +71,7 @@ def tied_data(seed: int, n: int):
 def test_matches_sklearn_random(seed, n, num_known):
     """pacc, gacc, auroc, fpr95 and hm equal scikit-learn's on random data."""
     logits, labels = random_data(seed, n, num_known)
-    expected = sklearn_reference(logits, labels, num_known)
+    expected = open_set_metrics_ref(logits, labels, num_known)
     assert 0 < expected["auroc"] < 1 and 0 < expected["fpr95"] < 1
     assert_metrics_close(compute_once(logits, labels, num_known), expected)
 
@@ -105,7 +85,7 @@ def test_pacc_differs_from_gacc_with_imbalance():
     preds = torch.softmax(logits, -1).argmax(-1)
     assert got["pacc"] == pytest.approx(balanced_accuracy_score(labels[known].numpy(), preds[known].numpy()), abs=TOL)
     assert abs(got["pacc"] - got["gacc"]) > 1e-3
-    assert_metrics_close(got, sklearn_reference(logits, labels, 4))
+    assert_metrics_close(got, open_set_metrics_ref(logits, labels, 4))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -114,7 +94,7 @@ def test_matches_sklearn_with_tied_scores(seed):
     logits, labels = tied_data(seed, 300)
     msp = torch.softmax(logits, -1).max(-1).values
     assert msp.unique().numel() <= 5
-    expected = sklearn_reference(logits, labels, 4)
+    expected = open_set_metrics_ref(logits, labels, 4)
     assert 0 < expected["fpr95"] < 1
     assert_metrics_close(compute_once(logits, labels, 4), expected)
 
@@ -128,7 +108,7 @@ def test_identical_rows():
     assert got["fpr95"] == pytest.approx(1.0, abs=TOL)
     assert got["gacc"] == pytest.approx(10 / 30, abs=TOL)  # only class 1 is predicted
     assert got["pacc"] == pytest.approx(1 / 3, abs=TOL)
-    assert_metrics_close(got, sklearn_reference(logits, labels, 3))
+    assert_metrics_close(got, open_set_metrics_ref(logits, labels, 3))
 
 
 def test_perfect_separation():
@@ -139,7 +119,7 @@ def test_perfect_separation():
     assert got["auroc"] == pytest.approx(1.0, abs=TOL)
     assert got["fpr95"] == pytest.approx(0.0, abs=TOL)
     assert got["pacc"] == pytest.approx(1.0, abs=TOL)
-    assert_metrics_close(got, sklearn_reference(logits, labels, 3))
+    assert_metrics_close(got, open_set_metrics_ref(logits, labels, 3))
 
 
 @pytest.mark.parametrize("num_pos", [19, 20, 21, 40, 60, 100, 140])
@@ -148,7 +128,7 @@ def test_fpr95_at_tpr_boundary(num_pos):
     gen = torch.Generator().manual_seed(num_pos)
     logits = torch.randn(num_pos + 30, 3, generator=gen) * 2
     labels = torch.cat([torch.zeros(num_pos, dtype=torch.long), torch.full((30,), 3)])
-    assert_metrics_close(compute_once(logits, labels, 3), sklearn_reference(logits, labels, 3))
+    assert_metrics_close(compute_once(logits, labels, 3), open_set_metrics_ref(logits, labels, 3))
 
 
 def test_batched_updates_equal_single_update():
@@ -161,7 +141,7 @@ def test_batched_updates_equal_single_update():
         metric.update(chunk_logits, chunk_labels)
     batched = metric.compute()
     assert_metrics_close(batched, compute_once(logits, labels, 6), tol=1e-12)
-    assert_metrics_close(batched, sklearn_reference(logits, labels, 6))
+    assert_metrics_close(batched, open_set_metrics_ref(logits, labels, 6))
 
 
 def test_reset_forgets_previous_updates():
@@ -175,7 +155,7 @@ def test_reset_forgets_previous_updates():
     metric.update(second_logits, second_labels)
     after = metric.compute()
     assert before["pacc"] != after["pacc"]
-    assert_metrics_close(after, sklearn_reference(second_logits, second_labels, 4))
+    assert_metrics_close(after, open_set_metrics_ref(second_logits, second_labels, 4))
 
 
 def test_closed_set_gives_nan_detection_metrics():
@@ -186,7 +166,7 @@ def test_closed_set_gives_nan_detection_metrics():
     for name in ("auroc", "fpr95", "hm"):
         assert math.isnan(got[name]), name
     assert 0 < got["pacc"] < 1
-    assert_metrics_close(got, sklearn_reference(logits, labels, 5))
+    assert_metrics_close(got, open_set_metrics_ref(logits, labels, 5))
 
 
 def test_all_unknown_gives_nan():
@@ -199,10 +179,10 @@ def test_all_unknown_gives_nan():
 def test_float64_and_half_logits():
     """Logits of other dtypes are scored through a float32 softmax, like the reference."""
     logits, labels = random_data(12, 100, 4)
-    expected = sklearn_reference(logits, labels, 4)
+    expected = open_set_metrics_ref(logits, labels, 4)
     assert_metrics_close(compute_once(logits.double(), labels, 4), expected)
     half = logits.half()
-    assert_metrics_close(compute_once(half, labels, 4), sklearn_reference(half, labels, 4))
+    assert_metrics_close(compute_once(half, labels, 4), open_set_metrics_ref(half, labels, 4))
 
 
 @pytest.mark.parametrize("shape", [(10, 4), (10, 6), (10,)])
@@ -252,7 +232,7 @@ def test_distributed_two_processes_equal_single_process(tmp_path, split):
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert_metrics_close(got, single, tol=1e-12)
-    assert_metrics_close(single, sklearn_reference(logits, labels, DIST_K))
+    assert_metrics_close(single, open_set_metrics_ref(logits, labels, DIST_K))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

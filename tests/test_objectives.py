@@ -1,8 +1,6 @@
-"""Tests of the UEO objective against an independent float64 hand computation."""
+"""Tests of the UEO objective against an independent float64 hand computation (:mod:`tests.reference`)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -11,41 +9,7 @@ from torch import nn
 
 from uft.objectives import UEO
 
-EPS = 1e-5
-
-
-def softmax_row(row: np.ndarray) -> list[float]:
-    """Numerically stable softmax of one row, with plain python arithmetic."""
-    top = max(row)
-    exps = [math.exp(x - top) for x in row]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-def entropy_ref(p: list[float]) -> float:
-    """H(p) = -sum_k p_k log(p_k + 1e-5)."""
-    return -sum(pk * math.log(pk + EPS) for pk in p)
-
-
-def ueo_ref(logits: np.ndarray, weights: np.ndarray, trade: float) -> float:
-    """UEO loss written out with loops, independent of uft."""
-    n, k = logits.shape
-    probs = [softmax_row(logits[i]) for i in range(n)]
-    conditional = sum(weights[i] * entropy_ref(probs[i]) for i in range(n)) / sum(weights)
-    inv_total = sum(1.0 / weights[i] for i in range(n))
-    marginal = [sum(probs[i][c] / weights[i] for i in range(n)) / inv_total for c in range(k)]
-    return conditional - trade * entropy_ref(marginal)
-
-
-def numerical_grad(logits: np.ndarray, weights: np.ndarray, trade: float, eps: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of ``ueo_ref`` w.r.t. the logits."""
-    grad = np.zeros_like(logits)
-    for idx in np.ndindex(*logits.shape):
-        plus, minus = logits.copy(), logits.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        grad[idx] = (ueo_ref(plus, weights, trade) - ueo_ref(minus, weights, trade)) / (2 * eps)
-    return grad
+from .reference import confidence_ref, fd_grad, ueo_ref
 
 
 def random_case(seed: int, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +50,7 @@ def test_ueo_gradient_matches_finite_differences(seed, n, k, trade):
     logits, weights = random_case(seed, n, k)
     logits = (logits / 5.0).requires_grad_(True)  # moderate logits keep the finite difference well conditioned
     UEO(trade=trade)(logits, weights).backward()
-    expected = numerical_grad(logits.detach().numpy(), weights.numpy(), trade)
+    expected = fd_grad(lambda x: ueo_ref(x, weights.numpy(), trade), logits.detach().numpy())
     np.testing.assert_allclose(logits.grad.numpy(), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -128,11 +92,6 @@ def test_ueo_missing_weights_raises():
         UEO()(logits)
     with pytest.raises(ValueError):
         UEO()(logits, None)
-
-
-def confidence_ref(cosine: np.ndarray, tau: float) -> np.ndarray:
-    """max_k softmax_k(cos / tau), row by row."""
-    return np.array([max(softmax_row(row / tau)) for row in cosine])
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])
