@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from uft.compare import compare
+from uft.harness.compare import compare
 
 SETTINGS = ("closed", "partial", "open", "open_partial")
 METHODS = ("zeroshot", "ueo", "im", "ent")

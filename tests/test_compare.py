@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from uft.cli import cli_main
-from uft.compare import compare, is_zero_shot
 from uft.errors import InputError
+from uft.harness.compare import compare
 
 from .conftest import ROOT, demo_args
 from .helpers import assert_evaluation_figures
@@ -36,7 +36,7 @@ def test_runner_runs_every_method_config_and_writes_tables(shapes_dir, tmp_path)
         for split in ("test", "target"):
             assert 0.0 <= row.metrics[split]["pacc"] <= 1.0 and 0.0 <= row.metrics[split]["auroc"] <= 1.0
         trained = (tmp_path / row.method / "checkpoints" / "last.ckpt").is_file()
-        assert trained != is_zero_shot(ROOT / "configs" / "method" / f"{row.method}.yaml")
+        assert trained == row.trained == (not row.method.startswith("zeroshot"))
     assert [r.uses_labels for r in rows].count(True) == 1
     markdown = (tmp_path / "comparison.md").read_text()
     assert "ueo_oracle (oracle: uses labels)" in markdown and markdown.count("\n") == len(rows) + 2
@@ -53,6 +53,15 @@ def test_trained_rows_differ_from_zero_shot(shapes_dir, tmp_path):
     extra = [*overrides(shapes_dir), "--model.prompt_lr=0.5", "--model.visual_lr=0.5"]
     rows = compare([BASE], [method_dir / "ent.yaml", method_dir / "zeroshot.yaml"], tmp_path, extra)
     assert rows[0].metrics != rows[1].metrics
+
+
+def test_zero_shot_is_what_the_built_model_says_not_what_a_file_says(shapes_dir, tmp_path):
+    """An objective switched off on the command line (or in a base config) makes a method zero-shot: tested, not
+    trained."""
+    extra = [*overrides(shapes_dir), "--model.objective=null"]
+    (row,) = compare([BASE], [ROOT / "configs" / "method" / "ueo.yaml"], tmp_path, extra)
+    assert not row.trained and not (tmp_path / "ueo" / "checkpoints").exists()
+    assert row.metrics["test"]["samples"] == 32
 
 
 def test_rerun_into_the_same_folder_tests_the_new_checkpoint(shapes_dir, tmp_path):
@@ -99,7 +108,7 @@ def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
     from PIL import Image
 
     methods = [str(ROOT / "configs" / "method" / f"{m}.yaml") for m in ("zeroshot", "ueo", "im")]
-    cmd = [sys.executable, "-m", "uft.compare", "-c", BASE, "--out", str(tmp_path), "--methods", *methods]
+    cmd = [sys.executable, "-m", "uft.harness.compare", "-c", BASE, "--out", str(tmp_path), "--methods", *methods]
     proc = subprocess.run(
         [*cmd, *overrides(shapes_dir), "--trainer.max_epochs=1"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from uft.data.check import check
-from uft.sweep import main, plan, slurm_script
+from uft.harness.sweep import main, plan, slurm_script
 
 from .test_data_check import fake_tree
 
@@ -57,4 +57,6 @@ def test_slurm_script_has_one_task_per_run():
     assert len(runs) == 12 and runs[0] == ("Art", "closed", "zeroshot") and runs[-1] == ("Clipart", "open", "im")
     script = slurm_script(["officehome", "/data/oh", "--out", "runs/s"], len(runs))
     assert "#SBATCH --array=0-11" in script
-    assert '--only "$SLURM_ARRAY_TASK_ID"' in script and "-m uft.sweep officehome /data/oh --out runs/s" in script
+    assert (
+        '--only "$SLURM_ARRAY_TASK_ID"' in script and "-m uft.harness.sweep officehome /data/oh --out runs/s" in script
+    )

@@ -9,11 +9,19 @@ import torch
 
 from uft.cli import cli_main
 from uft.clip import load_clip
-from uft.compare import compare
 from uft.data.datamodule import TargetDataModule
 from uft.data.splits import ClassSplit
 from uft.errors import InputError
-from uft.pretrain import MODEL, compare_to_reference, main, pretrain, sha256_of, weights_sha256, zero_shot_accuracy
+from uft.harness.compare import compare
+from uft.harness.pretrain import (
+    MODEL,
+    compare_to_reference,
+    main,
+    pretrain,
+    sha256_of,
+    weights_sha256,
+    zero_shot_accuracy,
+)
 from uft.world import CATEGORIES
 from uft.world.benchmark import WorldBenchmark
 

@@ -1,15 +1,15 @@
 """Benchmark sweep: every domain x setting x method of a dataset, one run each, gathered into the paper's layout.
 
-Source-free, one target domain at a time. Each run is the comparison runner's (:func:`uft.compare.run_method`) on
-``configs/<dataset>/ueo.yaml`` + ``configs/setting/<dataset>/<setting>.yaml`` + ``configs/method/<method>.yaml``,
+Source-free, one target domain at a time. Each run is the comparison runner's (:func:`~uft.harness.compare.run_method`)
+on ``configs/<dataset>/ueo.yaml`` + ``configs/setting/<dataset>/<setting>.yaml`` + ``configs/method/<method>.yaml``,
 into ``OUT/<domain>/<setting>/<method>/``; a run whose ``result.json`` exists is skipped, so a sweep can be
 resumed or run as a SLURM array (``--slurm`` prints the script; each task runs one index with ``--only``). The
 gathered table (``OUT/table.md``) has a row per method and, per setting, PACC, AUROC and HM averaged over the
 domains; ``OUT/runs.csv`` has every run::
 
     uft data check officehome /data/office-home
-    python -m uft.sweep officehome /data/office-home --out runs/sweep/officehome --methods zeroshot ueo im
-    python -m uft.sweep officehome /data/office-home --out runs/sweep/officehome --slurm > sweep.sbatch
+    python -m uft.harness.sweep officehome /data/office-home --out runs/sweep/officehome --methods zeroshot ueo im
+    python -m uft.harness.sweep officehome /data/office-home --out runs/sweep/officehome --slurm > sweep.sbatch
 
 Arguments it does not know (``--model.pretrained openai``, ``--trainer.devices 1``) are passed to every run.
 """
@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 from uft.clip import CHECKOUT
-from uft.compare import quiet_runs, run_method
 from uft.data.check import BENCHMARKS, LIST_FOLDER
+from uft.harness.compare import quiet_runs, run_method
 
 CONFIGS = CHECKOUT / "configs"
 SETTINGS = ("closed", "partial", "open", "open_partial")
@@ -87,7 +87,7 @@ def gather(results: list[dict], out: Path, settings: list[str], methods: list[st
 
 def slurm_script(argv: list[str], count: int) -> str:
     """An ``sbatch`` array script: task i runs index i; gather afterwards by running the sweep again."""
-    command = shlex.join([sys.executable, "-m", "uft.sweep", *argv, "--only", "$SLURM_ARRAY_TASK_ID"])
+    command = shlex.join([sys.executable, "-m", "uft.harness.sweep", *argv, "--only", "$SLURM_ARRAY_TASK_ID"])
     command = command.replace("'$SLURM_ARRAY_TASK_ID'", '"$SLURM_ARRAY_TASK_ID"')
     return (
         "#!/bin/bash\n"

@@ -5,7 +5,11 @@ pretraining styles, each with a generated caption, and the symmetric InfoNCE los
 Reproduce the shipped checkpoint ``data/world/uft-world-vit.pt`` (about 21 minutes on 2 CPU cores) and check the
 new one against the shipped one's record (``make reproduce-world``)::
 
-    python -m uft.pretrain --out build/world/uft-world-vit.pt --reference data/world/uft-world-vit.json
+    OMP_WAIT_POLICY=PASSIVE python -m uft.harness.pretrain --out build/world/uft-world-vit.pt \\
+        --reference data/world/uft-world-vit.json
+
+(``OMP_WAIT_POLICY=PASSIVE``, read when torch loads OpenMP, lets idle OpenMP threads sleep instead of spinning,
+which leaves the CPU to the rendering worker: 15% faster on 2 cores; the results do not change.)
 
 Beside the checkpoint it writes a record (``.json``: settings, time, size, SHA-256 of the file and of the weights,
 zero-shot accuracy per style).
@@ -20,26 +24,21 @@ import argparse
 import functools
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, which leaves the CPU to the rendering
-# worker (15% faster on 2 cores). Results do not change.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
-import numpy as np  # noqa: E402
-import open_clip  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from uft.clip import ImagePreprocess, preprocess_of, tokenize  # noqa: E402
-from uft.data.transforms import eval_transform  # noqa: E402
-from uft.prompts import class_prompt, class_text  # noqa: E402
-from uft.world import CATEGORIES, STYLES, render, sample_pair  # noqa: E402
+from uft.clip import ImagePreprocess, preprocess_of, tokenize
+from uft.data.transforms import eval_transform
+from uft.prompts import class_prompt, class_text
+from uft.world import CATEGORIES, STYLES, render, sample_pair
 
 MODEL = "uft-world-vit"
 PRETRAIN_STYLES = ("photo", "clipart", "painting", "sketch")
@@ -214,9 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for path in (args.out, args.out.with_suffix(".json")):  # the checkpoint and its record
         if path.exists():
-            sys.exit(f"uft.pretrain: error: {path} already exists; remove it or choose another --out")
+            sys.exit(f"uft.harness.pretrain: error: {path} already exists; remove it or choose another --out")
     if args.reference is not None and not args.reference.is_file():
-        sys.exit(f"uft.pretrain: error: --reference {args.reference}: no such file")
+        sys.exit(f"uft.harness.pretrain: error: --reference {args.reference}: no such file")
     torch.set_num_threads(args.threads)
     accuracy = pretrain(args.out, args.steps, args.batch_size, args.lr, args.seed, args.workers)
     if args.reference is not None:

@@ -1,12 +1,12 @@
 """Comparison runner: several methods on one data config, with the same seed and budget, in one table.
 
-Each method config is an overlay (``configs/method/*.yaml``) added to the base config(s). A method without an
-objective (zero-shot) is evaluated with ``uft test``; every other one is trained with ``uft fit`` and then its last
-checkpoint is evaluated with ``uft test``, so each row holds the final model's metrics, never the best epoch's.
-Zero-shot rows come first. Writes ``comparison.md``, ``comparison.csv`` and ``roc_test.png`` (every method's ROC
-curve on the test split in one picture) into ``--out``::
+Each method config is an overlay (``configs/method/*.yaml``) added to the base config(s). Each method's CLI is built
+once; a method with an objective is trained (``trainer.fit``) and then its last checkpoint is tested
+(``trainer.test`` on the checkpoint that fit wrote), so each row holds the final model's metrics, never the best
+epoch's; a method without one (zero-shot) is only tested. Zero-shot rows come first. Writes ``comparison.md``,
+``comparison.csv`` and ``roc_test.png`` (every method's ROC curve on the test split in one picture) into ``--out``::
 
-    python -m uft.compare -c configs/demo.yaml --out runs/compare \\
+    python -m uft.harness.compare -c configs/demo.yaml --out runs/compare \\
         --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/ent.yaml
 
 Arguments it does not know (``--trainer.max_epochs=5``) are passed to every run.
@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import logging
+import math
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from uft.cli import cli_main
 from uft.metrics import METRIC_NAMES
@@ -61,40 +61,41 @@ class Row:
     method: str
     uses_labels: bool
     metrics: dict[str, dict[str, float | None]]
-    log_dir: Path | None = None  # of the method's test run: metrics.json, scores.pt, figures/
+    log_dir: Path | None = None  # of the method's run: metrics.json, scores.pt, figures/
+    trained: bool = True  # False: zero-shot, evaluated only
 
     @property
     def label(self) -> str:
         return f"{self.method} (oracle: uses labels)" if self.uses_labels else self.method
 
 
-def is_zero_shot(method_config: Path) -> bool:
-    """A method overlay that sets no objective (``model.objective: null``) is evaluated without training."""
-    model = (yaml.safe_load(method_config.read_text()) or {}).get("model") or {}
-    return "objective" in model and model["objective"] is None
-
-
 def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Row:
-    """Train (unless zero-shot) and test one method; its logs and checkpoints go to ``out/<method name>``."""
+    """Train (when the configured model has an objective) and test one method; its logs and checkpoints go to
+    ``out/<method name>``."""
     root = out / method.stem
     configs = [arg for config in [*base, str(method)] for arg in ("-c", config)]
-    # One line per method on the console: no progress bars, summaries or per-run tables inside the runner.
+    # One line per method on the console: no progress bars, summaries or per-run tables inside the runner. No
+    # per-epoch validation: the row is the last checkpoint's test.
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    common = [*configs, f"--trainer.default_root_dir={root}", *quiet, *extra]
+    args = [*configs, f"--trainer.default_root_dir={root}", "--trainer.limit_val_batches=0", *quiet, *extra]
     start = time.monotonic()
-    ckpt = []
-    if not is_zero_shot(method):
-        # Each comparison trains afresh: a rerun into the same folder replaces the earlier run's checkpoint.
-        # No per-epoch validation: the row is the last checkpoint's `uft test`.
-        fitted = cli_main(["fit", *common, "--fresh", "--trainer.limit_val_batches=0"], print_table=False)
-        ckpt = [f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"]
-    tested = cli_main(["test", *common, *ckpt], print_table=False)
-    log_dir = Path(tested.trainer.log_dir)
-    metrics = json.loads((log_dir / "metrics.json").read_text())
-    objective = tested.model.objective
-    done = "tested" if is_zero_shot(method) else "trained and tested"
+    cli = cli_main(args, run=False, print_table=False)
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    trained = model.objective is not None
+    ckpt_path = None
+    if trained:  # each comparison trains afresh: a rerun into the same folder replaces the earlier checkpoint
+        trainer.fit(model, datamodule=data)
+        ckpt_path = trainer.checkpoint_callback.last_model_path
+    results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+    metrics: dict[str, dict[str, float | None]] = {}
+    for logged in results:  # one dict per evaluation split's loader; keys "<split>/<metric>"
+        for key, value in logged.items():
+            split, _, name = key.partition("/")
+            metrics.setdefault(split, {})[name] = None if math.isnan(value) else float(value)
+    log_dir = Path(trainer.log_dir)
+    done = "trained and tested" if trained else "tested"
     print(f"uft compare: {method.stem}: {done} in {time.monotonic() - start:.0f} s ({log_dir})", flush=True)
-    return Row(method.stem, bool(objective is not None and objective.uses_labels), metrics, log_dir)
+    return Row(method.stem, bool(trained and model.objective.uses_labels), metrics, log_dir, trained)
 
 
 def columns() -> list[tuple[str, str]]:
@@ -131,9 +132,8 @@ def compare(base: list[str], methods: list[Path], out: Path, extra: list[str]) -
     missing = [str(p) for p in [*map(Path, base), *methods] if not p.is_file()]
     if missing:
         raise SystemExit(f"uft compare: config not found: {', '.join(missing)}")
-    ordered = sorted(methods, key=lambda m: not is_zero_shot(m))
     with quiet_runs():
-        rows = [run_method(base, method, out, extra) for method in ordered]
+        rows = sorted((run_method(base, method, out, extra) for method in methods), key=lambda row: row.trained)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_table(rows) + "\n")
     write_csv(rows, out / "comparison.csv")
@@ -167,10 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--config", action="append", required=True, help="base config (repeatable)")
     parser.add_argument("--methods", nargs="+", type=Path, required=True, help="method overlays, one row each")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and tables")
+    parser.add_argument("--title", default="", help="printed above the table (what the comparison is)")
     args, extra = parser.parse_known_args(argv)
     rows = compare(args.config, args.methods, args.out, extra)
     written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "roc_test.png"))
-    print(f"\n{markdown_table(rows)}\n\nwritten: {written}")
+    title = "\n" + textwrap.fill(args.title, 116) if args.title else ""
+    print(f"{title}\n\n{markdown_table(rows)}\n\nwritten: {written}")
 
 
 if __name__ == "__main__":
