@@ -41,15 +41,8 @@ def main() -> None:
     results: dict[str, dict[str, list[dict]]] = {}
     for setting in args.settings:
         for seed in args.seeds:
-            root = Path("data/world") / f"photo-fog-seed{seed}"
-            data = [
-                f"--data.root={root}",
-                f"--data.class_names={root / 'classes.txt'}",
-                f"--data.train_list={root / 'target.txt'}",
-                f"--data.test_list={root / 'test.txt'}",
-                f"--data.recipe.init_args.seed={seed}",
-                f"--seed_everything={seed}",
-            ]
+            # The recipe renders each seed's world into its own folder (data/world/photo-fog-seed<N>).
+            data = [f"--data.recipe.init_args.seed={seed}", f"--seed_everything={seed}"]
             rows = compare(
                 ["configs/demo.yaml", f"configs/setting/world/{setting}.yaml"],
                 [Path("configs/method") / f"{m}.yaml" for m in METHODS],

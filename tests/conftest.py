@@ -24,13 +24,16 @@ def shapes_dir(tmp_path_factory) -> Path:
 
 
 def data_args(data: Path) -> list[str]:
-    """CLI arguments pointing the data module at a folder laid out as the recipes write it (classes.txt,
-    target.txt, test.txt)."""
+    """CLI arguments pointing the data module at a folder a recipe made (its layout: class names, target and test
+    lists)."""
+    from uft.data.recipes import DataLayout
+
+    layout = DataLayout.of(data)
     return [
         f"--data.root={data}",
-        f"--data.class_names={data / 'classes.txt'}",
-        f"--data.train_list={data / 'target.txt'}",
-        f"--data.test_list={data / 'test.txt'}",
+        f"--data.class_names={layout.class_names}",
+        f"--data.train_list={layout.target_list}",
+        f"--data.test_list={layout.test_list}",
     ]
 
 

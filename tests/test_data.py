@@ -24,6 +24,7 @@ from uft.data.lists import (
     resolve_domain,
     scan_image_folder,
 )
+from uft.data.recipes import DataLayout
 from uft.data.samplers import GlobalBatchSampler
 from uft.data.splits import ClassSplit, parse_class_ids
 from uft.data.synthetic import SHAPES, make_shapes
@@ -50,12 +51,13 @@ def shapes(tmp_path) -> Path:
 
 def make_dm(data: Path, split: ClassSplit, **kwargs) -> TargetDataModule:
     """A datamodule over ``data`` (list files by default), no worker processes."""
+    layout = DataLayout.of(data)
     args = {
         "root": str(data),
-        "class_names": str(data / "classes.txt"),
+        "class_names": str(layout.class_names),
         "split": split,
-        "train_list": str(data / "target.txt"),
-        "test_list": str(data / "test.txt"),
+        "train_list": str(layout.target_list),
+        "test_list": str(layout.test_list),
         "num_workers": 0,
         "batch_size": 4,
         "eval_batch_size": 5,

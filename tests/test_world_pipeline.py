@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from uft.harness.pretrain import (
 from uft.world import CATEGORIES
 from uft.world.benchmark import WorldBenchmark
 
-from .conftest import ROOT, data_args
+from .conftest import ROOT
 
 SHIPPED = ROOT / "data" / "world" / "uft-world-vit.pt"
 RECORD = SHIPPED.with_suffix(".json")
@@ -91,23 +92,26 @@ def test_the_demo_config_runs_from_another_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     world = tmp_path / "world"
     small = ["--data.recipe.init_args.target_per_class=2", "--data.recipe.init_args.test_per_class=1"]
-    cli_main(["validate", "-c", demo, *data_args(world), *small, "--trainer.default_root_dir=runs"])
+    cli_main(["validate", "-c", demo, f"--data.root={world}", *small, "--trainer.default_root_dir=runs"])
     metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
     assert metrics["test"]["samples"] == len(CATEGORIES)
 
 
-def test_datamodule_makes_the_benchmark_through_its_recipe(tmp_path):
-    root = tmp_path / "world"
-    dm = TargetDataModule(
-        root=str(root),
-        class_names=str(root / "classes.txt"),
-        split=ClassSplit(12, "0-7,12-17", "0-23"),
-        train_list=str(root / "target.txt"),
-        test_list=str(root / "test.txt"),
-        recipe=WorldBenchmark(seed=0, target_per_class=2, test_per_class=1),
-    )
+def test_datamodule_makes_the_benchmark_through_its_recipe_and_reads_its_layout(tmp_path, monkeypatch):
+    """The recipe's files are the data module's defaults; without a root it renders into its own folder, named by
+    its parameters (another seed: another folder, never the first seed's data)."""
+    split = ClassSplit(12, "0-7,12-17", "0-23")
+    recipe = WorldBenchmark(seed=0, target_per_class=2, test_per_class=1)
+    dm = TargetDataModule(root=str(tmp_path / "world"), split=split, recipe=recipe)
     assert len(dm.target_samples) == 2 * 14 and len(dm.test_samples) == 24
     assert dm.known_class_names == list(CATEGORIES[:12])
+    assert dm.image_dir == tmp_path / "world"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "world").mkdir(parents=True)
+    seeded = TargetDataModule(split=split, recipe=WorldBenchmark(seed=3, target_per_class=2, test_per_class=1))
+    assert seeded.image_dir == Path("data/world/photo-fog-seed3-target_per_class2-test_per_class1")
+    assert json.loads((seeded.image_dir / "recipe.json").read_text())["seed"] == 3
+    assert WorldBenchmark().default_root() == Path("data/world/photo-fog")  # the demo's
 
 
 def test_shipped_checkpoint_is_the_one_its_record_describes():
@@ -148,7 +152,7 @@ def test_ueo_improves_the_shipped_clip_on_the_demo_world(tmp_path):
     """End-to-end learning: `configs/demo.yaml` as shipped (open-partial, seed 0), on a fresh rendering folder.
     UEO's last-epoch model recognises the known classes of the test split better than zero-shot and separates
     the unknown ones better."""
-    data = [*data_args(tmp_path / "world"), f"--model.pretrained={SHIPPED}"]
+    data = [f"--data.root={tmp_path / 'world'}", f"--model.pretrained={SHIPPED}"]
     methods = [ROOT / "configs" / "method" / f"{name}.yaml" for name in ("zeroshot", "ueo")]
     zero_shot, ueo = (
         row.metrics["test"] for row in compare([str(ROOT / "configs" / "demo.yaml")], methods, tmp_path, data)

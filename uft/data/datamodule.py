@@ -68,7 +68,7 @@ class TargetDataModule(LightningDataModule):
         root: image root; images live in ``root/domain`` (or ``root`` when no domain is given). With
             ``target_shards`` it is read only when ``test_list`` or ``predict_list`` name files.
         class_names: all class names in class-id order (known classes first), or a text file with one per line.
-        split: which class ids are known, in the target data and in the test data.
+        split: which class ids are known, in the target data and in the test data (a setting file sets it).
         domain: sub-folder of ``root``; spellings differing in spaces, underscores or case match.
         train_list: list file of the target images; if unset, the ImageFolder tree is scanned.
         test_list: list file of the labeled test images; if unset, images are held out from the target pool.
@@ -84,8 +84,9 @@ class TargetDataModule(LightningDataModule):
         seed: seed of the shuffle order and augmentations; default: the run's ``seed_everything`` value, else 0
             (on several processes, rank 0's).
         crop_scale: scale range of the training RandomResizedCrop.
-        recipe: makes the data into ``root`` when the folder is missing (e.g. ``uft.world.WorldBenchmark``); list
-            and class-name paths are then usually inside ``root``.
+        recipe: makes the data into ``root`` (default: the recipe's own folder) when it is missing (e.g.
+            ``uft.world.WorldBenchmark``); its class-name file and target and test lists are the defaults of
+            ``class_names``, ``train_list`` and ``test_list``.
         max_skipped: share of a split's images that may be unreadable (skipped with a warning); beyond it the
             run stops.
         verify_images: decode every target and test image when the data is set up, before the model is loaded,
@@ -100,9 +101,9 @@ class TargetDataModule(LightningDataModule):
 
     def __init__(
         self,
-        root: str | None,
-        class_names: list[str] | str,
-        split: ClassSplit,
+        root: str | None = None,
+        class_names: list[str] | str | None = None,
+        split: ClassSplit | None = None,
         domain: str | None = None,
         train_list: str | None = None,
         test_list: str | None = None,
@@ -122,10 +123,21 @@ class TargetDataModule(LightningDataModule):
         shard_cache: str | None = None,
     ) -> None:
         super().__init__()
-        if recipe is not None:
-            if root is None:
-                raise InputError("data.recipe makes its data into data.root, which is not set")
-            recipe.ensure(root)
+        if recipe is not None:  # its data set, made if missing; its files are the defaults of the paths below
+            layout = recipe.ensure(root)
+            root = str(layout.root)
+            class_names = str(layout.class_names) if class_names is None else class_names
+            if train_list is None and not target_shards:
+                train_list = str(layout.target_list)
+            if test_list is None and layout.test_list is not None:
+                test_list = str(layout.test_list)
+        if class_names is None:
+            raise InputError("data.class_names is not set: give the class names (a list, or a file with one per line)")
+        if split is None:
+            raise InputError(
+                "data.split is not set: add a setting, e.g. -c configs/setting/officehome/open_partial.yaml, or give "
+                "--data.split.num_known"
+            )
         self.class_names, names_source = read_class_names(class_names)
         self.split = split
         target_ids, test_ids = split.resolve(len(self.class_names), names_source)

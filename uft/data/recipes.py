@@ -1,23 +1,84 @@
-"""Data recipes: data sets the project makes itself (from a seed) when their folder is missing."""
+"""Data recipes: data sets the project makes itself (from a seed) when their folder is missing, in one layout."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from uft.errors import InputError
 
 STAMP = "recipe.json"
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """The files of a data set made by a recipe: what the data module reads when its paths are not given."""
+
+    root: Path
+    class_names: Path  # classes.txt: one name per line, in class-id order
+    target_list: Path  # target.txt: the target pool, ``images/<class>/target_0000.png <label>`` lines
+    test_list: Path | None  # test.txt: a separately drawn labeled test set, when the recipe makes one
+
+    @classmethod
+    def of(cls, root: str | Path) -> DataLayout:
+        """The layout of the data set in ``root`` (as :func:`write_labeled_images` writes it)."""
+        root = Path(root)
+        test = root / "test.txt"
+        return cls(root, root / "classes.txt", root / "target.txt", test if test.is_file() else None)
+
+
+def write_labeled_images(
+    root: Path,
+    class_names: list[str],
+    counts: dict[str, int],
+    images: Callable[[int, int], Iterator[Image.Image]],
+    digits: int = 4,
+    optimize: bool = False,
+) -> None:
+    """Write a data set in the recipes' layout: ``classes.txt``, ``images/<class>/<split>_<i>.png`` and one list
+    file ``<split>.txt`` (``path label`` lines) per split with images.
+
+    Args:
+        root: the (empty) folder.
+        class_names: in class-id order.
+        counts: images per class of each split, e.g. ``{"target": 64, "test": 32}``.
+        images: ``images(split index, label)`` yields that split's images of that class, in file order (its first
+            ``counts[split]`` are drawn).
+        digits: width of the image number in file names.
+        optimize: let PIL look for the smallest PNG encoding (slower; same pixels).
+    """
+    (root / "classes.txt").write_text("\n".join(class_names) + "\n")
+    for split_index, (split, count) in enumerate(counts.items()):
+        if not count:
+            continue
+        lines = []
+        for label, name in enumerate(class_names):
+            (root / "images" / name).mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(itertools.islice(images(split_index, label), count)):
+                rel = f"images/{name}/{split}_{i:0{digits}d}.png"
+                image.save(root / rel, optimize=optimize)
+                lines.append(f"{rel} {label}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
 class DataRecipe:
     """Makes a data set into a folder. ``ensure(root)`` builds it once, atomically (in a temporary folder then
     renamed), and refuses a folder that holds something else, so nothing a user wrote is overwritten. It renders
-    only into a folder whose parent exists (a mistyped root is an error, not a new tree of files) and says where
-    it renders and how much."""
+    only into a new (or empty) folder whose parent exists (a mistyped root is an error, not a new tree of files),
+    says where it renders and how much, and returns the data set's :class:`DataLayout`."""
+
+    def default_root(self) -> Path | None:
+        """Where the data set goes when no root is given (a folder named by the recipe's parameters, so that
+        changing a parameter never finds another parameter's data), or ``None``."""
+        return None
 
     def params(self) -> dict:
         """What identifies the data this recipe makes (written to ``recipe.json``)."""
@@ -31,16 +92,22 @@ class DataRecipe:
         """What ``make`` writes, in a few words (e.g. ``2304 images of 48x48 pixels``)."""
         return "the data set"
 
-    def ensure(self, root: str | Path) -> Path:
+    def ensure(self, root: str | Path | None = None) -> DataLayout:
+        if root is None:
+            root = self.default_root()
+            if root is None:
+                raise InputError(f"{type(self).__name__} needs data.root, the folder to make its data set in")
         root = Path(root)
         stamp = {"recipe": f"{type(self).__module__}.{type(self).__qualname__}", **self.params()}
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # an empty folder: made into, as a new one
         if root.exists():
             found = root / STAMP
             if not found.is_file() or json.loads(found.read_text()) != stamp:
                 raise InputError(
                     f"{root} exists but was not made by this recipe ({stamp}): remove it or choose another data.root"
                 )
-            return root
+            return DataLayout.of(root)
         if not root.parent.is_dir():
             raise InputError(
                 f"data.root {root}: its parent folder {root.parent.resolve()} does not exist; a data recipe renders "
@@ -59,4 +126,4 @@ class DataRecipe:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return root
+        return DataLayout.of(root)

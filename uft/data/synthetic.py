@@ -1,17 +1,21 @@
-"""A small generated image set for tests: coloured shapes on plain backgrounds.
+"""A small generated image set for tests: coloured shapes on plain backgrounds, as a data recipe.
 
-Deterministic from a seed. Writes ``images/<class>/<split>_<i>.png`` and the list files ``target.txt`` and
-``test.txt`` (``relative/path.png <label>``) plus ``classes.txt``. Run ``python -m uft.data.synthetic OUT``.
+Deterministic from a seed; the recipes' layout (``classes.txt``, ``target.txt``, ``test.txt``,
+``images/<class>/<split>_<i>.png``). Run ``python -m uft.data.synthetic OUT``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from uft.data.recipes import DataRecipe, write_labeled_images
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "horizontal_bar")
 
@@ -58,24 +62,45 @@ def draw_shape(kind: str, size: int, rng: random.Random) -> Image.Image:
     return img
 
 
+class GeneratedShapes(DataRecipe):
+    """Eight shape classes in random colours, positions and scales.
+
+    Args:
+        seed: seed of the drawing.
+        size: image side in pixels.
+        target_per_class: target images per class.
+        test_per_class: test images per class (0: no test list).
+    """
+
+    def __init__(self, seed: int = 0, size: int = 32, target_per_class: int = 24, test_per_class: int = 12) -> None:
+        self.seed, self.size = seed, size
+        self.target_per_class, self.test_per_class = target_per_class, test_per_class
+
+    def params(self) -> dict:
+        return dict(vars(self))
+
+    def describe(self) -> str:
+        count = len(SHAPES) * (self.target_per_class + self.test_per_class)
+        return f"generated shapes ({count} images of {self.size}x{self.size} pixels)"
+
+    def make(self, root: Path) -> None:
+        rng = random.Random(self.seed)  # one stream over all splits and classes, in file order
+
+        def images(split_index: int, label: int):
+            while True:
+                yield draw_shape(SHAPES[label], self.size, rng)
+
+        counts = {"target": self.target_per_class, "test": self.test_per_class}
+        write_labeled_images(root, list(SHAPES), counts, images, digits=3, optimize=True)
+
+
 def make_shapes(out: str | Path, per_class: dict[str, int], size: int = 32, seed: int = 0) -> Path:
-    """Write the shapes data set into ``out``: ``per_class`` maps a list name (``target``, ``test``) to the number
-    of images per class. Returns ``out``."""
-    out = Path(out)
-    rng = random.Random(seed)
-    (out / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
-    (out / "classes.txt").write_text("\n".join(SHAPES) + "\n")
-    for split, count in per_class.items():
-        lines = []
-        for label, kind in enumerate(SHAPES):
-            folder = out / "images" / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                rel = f"images/{kind}/{split}_{i:03d}.png"
-                draw_shape(kind, size, rng).save(out / rel, optimize=True)
-                lines.append(f"{rel} {label}")
-        (out / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return out
+    """Make the shapes data set in ``out`` (a new or empty folder): ``per_class`` gives the images per class of
+    ``target`` and ``test``. Returns ``out``."""
+    recipe = GeneratedShapes(seed, size, per_class.get("target", 0), per_class.get("test", 0))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stderr(io.StringIO()):  # the recipe's lines about rendering: noise in tests
+        return recipe.ensure(out).root
 
 
 def main() -> None:
@@ -86,7 +111,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    make_shapes(args.out, {"target": args.target_per_class, "test": args.test_per_class}, args.size, args.seed)
+    GeneratedShapes(args.seed, args.size, args.target_per_class, args.test_per_class).ensure(args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uft.data.recipes import DataRecipe
+from uft.data.recipes import DataRecipe, write_labeled_images
 from uft.world.render import render
 from uft.world.shapes import CATEGORIES
 from uft.world.shifts import apply_shift
@@ -49,19 +49,20 @@ class WorldBenchmark(DataRecipe):
         count = len(CATEGORIES) * (self.target_per_class + self.test_per_class)
         return f"the world benchmark ({count} images of {self.size}x{self.size} pixels, {self.style}, {self.shift})"
 
+    def default_root(self) -> Path:
+        """``data/world/<style>-<shift>`` (``-seed<N>`` for a seed other than 0; other sizes and counts add their
+        values), relative to the working folder."""
+        name = f"{self.style}-{self.shift}" + (f"-seed{self.seed}" if self.seed else "")
+        defaults = {"severity": 0.7, "target_per_class": 64, "test_per_class": 32, "size": 48}
+        name += "".join(f"-{key}{getattr(self, key)}" for key, value in defaults.items() if getattr(self, key) != value)
+        return Path("data") / "world" / name
+
     def make(self, root: Path) -> None:
-        (root / "classes.txt").write_text("\n".join(CATEGORIES) + "\n")
-        for split_id, (split, count) in enumerate((("target", self.target_per_class), ("test", self.test_per_class))):
-            lines = []
-            for label, name in enumerate(CATEGORIES):
-                folder = root / "images" / name
-                folder.mkdir(parents=True, exist_ok=True)
-                rng = np.random.default_rng([self.seed, split_id, label])
-                for i in range(count):
-                    image, _ = render(label, self.style, rng, self.size)
-                    if self.shift != "none":
-                        image = apply_shift(image, self.shift, self.severity, rng)
-                    rel = f"images/{name}/{split}_{i:04d}.png"
-                    image.save(root / rel)
-                    lines.append(f"{rel} {label}")
-            (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        def images(split_index: int, label: int):
+            rng = np.random.default_rng([self.seed, split_index, label])
+            while True:
+                image, _ = render(label, self.style, rng, self.size)
+                yield image if self.shift == "none" else apply_shift(image, self.shift, self.severity, rng)
+
+        counts = {"target": self.target_per_class, "test": self.test_per_class}
+        write_labeled_images(root, list(CATEGORIES), counts, images)
