@@ -29,12 +29,9 @@ def data_args(data: Path) -> list[str]:
     from uft.data.recipes import DataLayout
 
     layout = DataLayout.of(data)
-    return [
-        f"--data.root={data}",
-        f"--data.class_names={layout.class_names}",
-        f"--data.train_list={layout.target_list}",
-        f"--data.test_list={layout.test_list}",
-    ]
+    paths = [f"--data.root={data}", f"--data.class_names={layout.class_names}"]
+    paths.append(f"--data.train_list={layout.target_list}")
+    return [*paths, *([f"--data.test_list={layout.test_list}"] if layout.test_list else [])]
 
 
 def demo_args(data: Path, root_dir: Path, *extra: str) -> list[str]:

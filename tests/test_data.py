@@ -503,19 +503,29 @@ def _write_list(tmp_path: Path, name: str, lineno: int, line: str, data: Path) -
     return path
 
 
+def _bad_line(name: str, lineno: int, line: str, message: str):
+    """The case ``name``: a list file whose line ``lineno`` is ``line``; the error names the file and the line
+    and says ``message``."""
+
+    def case(tmp_path, data):
+        listing = _write_list(tmp_path, f"{name}.txt", lineno, line, data)
+        return [f"--data.train_list={listing}"], [f"{listing}:{lineno}:", message]
+
+    case.__name__ = f"_case_{name}"
+    return case
+
+
+_case_unparsable_line = _bad_line("unparsable_line", 3, "images/circle/target_002.png zero", "cannot parse")
+_case_label_out_of_range = _bad_line("label_out_of_range", 2, "images/circle/target_001.png 8", "label 8")
+_OUTSIDE = "lies outside the image folder"
+_case_path_outside_root = _bad_line("path_outside_root", 2, "../../../etc/passwd 0", f"../../../etc/passwd {_OUTSIDE}")
+_case_absolute_path = _bad_line("absolute_path", 4, "/etc/passwd 0", f"/etc/passwd {_OUTSIDE}")
+_case_two_labels = _bad_line("two_labels", 3, "images/circle/target_002.png 1 2", "expected one label after the path")
+
+
 def _case_missing_root(tmp_path, data):
     root = tmp_path / "no_such_root"
     return [f"--data.root={root}"], ["image root not found", str(root)]
-
-
-def _case_unparsable_line(tmp_path, data):
-    listing = _write_list(tmp_path, "bad.txt", 3, "images/circle/target_002.png zero", data)
-    return [f"--data.train_list={listing}"], [f"{listing}:3:", "cannot parse"]
-
-
-def _case_label_out_of_range(tmp_path, data):
-    listing = _write_list(tmp_path, "label.txt", 2, "images/circle/target_001.png 8", data)
-    return [f"--data.train_list={listing}"], [f"{listing}:2:", "label 8"]
 
 
 def _case_num_known_too_large(tmp_path, data):
@@ -527,21 +537,6 @@ def _case_empty_target_set(tmp_path, data):
     listing = tmp_path / "circles.txt"
     listing.write_text("\n".join(lines) + "\n")
     return [f"--data.train_list={listing}", "--data.split.target_classes=5-6"], ["empty target set", "5-6"]
-
-
-def _case_path_outside_root(tmp_path, data):
-    listing = _write_list(tmp_path, "outside.txt", 2, "../../../etc/passwd 0", data)
-    return [f"--data.train_list={listing}"], [f"{listing}:2:", "../../../etc/passwd lies outside the image folder"]
-
-
-def _case_absolute_path(tmp_path, data):
-    listing = _write_list(tmp_path, "absolute.txt", 4, "/etc/passwd 0", data)
-    return [f"--data.train_list={listing}"], [f"{listing}:4:", "/etc/passwd lies outside the image folder"]
-
-
-def _case_two_labels(tmp_path, data):
-    listing = _write_list(tmp_path, "two.txt", 3, "images/circle/target_002.png 1 2", data)
-    return [f"--data.train_list={listing}"], [f"{listing}:3:", "expected one label after the path"]
 
 
 def _case_missing_checkpoint(tmp_path, data):

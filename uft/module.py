@@ -500,11 +500,9 @@ class UFTModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval_start()
 
-    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end()
+    # Testing evaluates exactly as validation does.
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
 
     def on_predict_epoch_start(self) -> None:
         self._eval_start()
