@@ -33,7 +33,7 @@ DEMO_TITLE := World benchmark, open-partial: 12 named categories under fog, 6 un
 target data, 12 more in the test split. A synthetic benchmark that exercises the method on a CPU in minutes; it is \
 not a substitute for real CLIP weights (docs/demo.md). Percent; FPR95 lower is better, the rest higher.
 
-demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the world benchmark (about 3 min); prints one table
+demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the world benchmark (about 1.5 min); prints one table
 	$(PY) -m uft.harness.compare -c configs/demo.yaml --out runs/demo --title "$(DEMO_TITLE)" \
 		--methods $(foreach m,$(DEMO_METHODS),configs/method/$(m).yaml)
 

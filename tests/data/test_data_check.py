@@ -16,7 +16,7 @@ from uft.data.lists import read_list_file
 from uft.data.splits import ClassSplit
 from uft.errors import InputError
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 def fake_tree(root: Path, dataset: str, per_class: int = 1, skip_domain: str | None = None) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 
 from uft.objectives import ENT, IM, POUF, UEO, UPL, Objective, UEOOracle
 
-from .reference import (
+from ..reference import (
     ent_ref,
     entropy,
     fd_grad,

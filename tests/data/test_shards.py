@@ -26,9 +26,9 @@ from uft.data.splits import ClassSplit
 from uft.data.synthetic import make_shapes
 from uft.errors import InputError
 
-from .conftest import demo_args
+from ..conftest import demo_args
+from ..test_distributed import uft
 from .test_data import PRE
-from .test_distributed import uft
 
 CHUNK_BYTES = 3000  # the shapes' 48 target images (about 250 bytes each) make 4 shards
 SPLIT = ClassSplit(5, "0-6", "0-7")
@@ -321,8 +321,8 @@ def test_a_run_from_shards_killed_mid_epoch_reads_each_sample_of_the_epoch_once(
     """SIGKILL once rank 0 has finished ``kill_after`` steps (mid second epoch, or just at the end of the first),
     checkpoints every step; `--ckpt_path last` continues. Counted by global sample index over both parts: every
     epoch reads each sample of its order exactly once, and that order is the sampler's for (seed, epoch)."""
-    from .test_distributed import ddp_args
-    from .test_resume import checkpoint_step, interrupt
+    from ..test_distributed import ddp_args
+    from ..test_resume import checkpoint_step, interrupt
 
     log = tmp_path / "batches.txt"
     args = [

@@ -4,7 +4,7 @@ Each case renders every category twice from generators seeded per category (as t
 them), in one style, optionally corrupted by the benchmark's default shift (fog at 0.7), and hashes the uint8 pixel
 bytes. Drawing several images from one generator also pins the order and number of random draws. The hashes come
 from the renderer as it was before it was split into modules; change them only for a change meant to alter the
-pictures (print the new ones with ``python tests/test_world_pixels.py``), and say so: the shipped checkpoint's
+pictures (print the new ones with ``python -m tests.world.test_world_pixels``), and say so: the shipped checkpoint's
 record and every rendered benchmark folder depend on these pixels.
 """
 

@@ -26,7 +26,7 @@ from uft.harness.pretrain import (
 from uft.world import CATEGORIES
 from uft.world.benchmark import WorldBenchmark
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 SHIPPED = ROOT / "data" / "world" / "uft-world-vit.pt"
 RECORD = SHIPPED.with_suffix(".json")

@@ -11,8 +11,8 @@ from uft.cli import cli_main
 from uft.errors import InputError
 from uft.harness.compare import compare
 
-from .conftest import ROOT, demo_args
-from .helpers import assert_evaluation_figures
+from ..conftest import ROOT, demo_args
+from ..helpers import assert_evaluation_figures
 
 METHODS = sorted((ROOT / "configs" / "method").glob("*.yaml"))
 

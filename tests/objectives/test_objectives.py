@@ -9,7 +9,7 @@ from torch import nn
 
 from uft.objectives import UEO
 
-from .reference import confidence_ref, fd_grad, ueo_ref
+from ..reference import confidence_ref, fd_grad, ueo_ref
 
 
 def random_case(seed: int, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from uft.data.splits import ClassSplit, parse_class_ids
 from uft.data.synthetic import SHAPES, make_shapes
 from uft.errors import InputError
 
-from .conftest import ROOT, demo_args
+from ..conftest import ROOT, demo_args
 
 PRE = ImagePreprocess(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 OFFICE_HOME = [f"class_{i:02d}" for i in range(65)]
