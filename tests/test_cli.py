@@ -22,6 +22,7 @@ def metrics_of(cli) -> dict:
     return json.loads((Path(cli.trainer.log_dir) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_path):
     """Zero-shot validate, fit with UEO, and a validate from last.ckpt that reproduces fit's last-epoch metrics."""
     zero_shot = cli_main(["validate", *demo_args(shapes_dir, tmp_path)])
@@ -56,6 +57,7 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
                 assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (command, split, name)
 
 
+@pytest.mark.slow
 def test_typed_arguments_win_over_the_checkpoint_and_conflicts_are_refused(shapes_dir, tmp_path):
     """With --ckpt_path the configuration comes from what the user typed: a compatible value is used (another
     logit scale; the same weights by another path), a conflicting one is refused naming both values."""
@@ -90,6 +92,7 @@ def test_typed_arguments_win_over_the_checkpoint_and_conflicts_are_refused(shape
         other.on_load_checkpoint(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True))
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch):
     """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
     passes = []

@@ -121,6 +121,7 @@ def test_cosine_is_float32_under_bf16_autocast():
     torch.testing.assert_close(mixed, exact, rtol=0, atol=0.03)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("tune", "training_passes"), [("both", 2), ("visual", 1)])
 def test_class_texts_are_encoded_once_per_pass_that_needs_them(
     shapes_dir, tmp_path, monkeypatch, tune, training_passes

@@ -95,6 +95,7 @@ def _rows_seen_by(monkeypatch) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["uft.objectives.UEO", "uft.objectives.IM"])
 def test_a_half_percent_of_bad_target_images_is_skipped_and_listed(many_shapes, tmp_path, monkeypatch, objective):
     """UEO meets the bad file in its confidence pass, IM in training: either way it is named, listed, never

@@ -47,6 +47,7 @@ def test_runner_runs_every_method_config_and_writes_tables(shapes_dir, tmp_path)
     assert float(table[names.index("ueo")]["test/auroc"]) == pytest.approx(ueo.metrics["test"]["auroc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_trained_rows_differ_from_zero_shot(shapes_dir, tmp_path):
     """The runner's trained row is the trained model's (its test metrics are not the zero-shot ones)."""
     method_dir = ROOT / "configs" / "method"
@@ -64,6 +65,7 @@ def test_zero_shot_is_what_the_built_model_says_not_what_a_file_says(shapes_dir,
     assert row.metrics["test"]["samples"] == 32
 
 
+@pytest.mark.slow
 def test_rerun_into_the_same_folder_tests_the_new_checkpoint(shapes_dir, tmp_path):
     """A second comparison into the same folder trains afresh and reports its own training, not the first run's
     checkpoint; the folder keeps one last.ckpt."""
