@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import uft.clip as clip_lib
 from uft.clip import (
     common_prefix,
     encode_text_embeddings,
@@ -16,7 +17,6 @@ from uft.clip import (
     load_clip,
     pooled_length,
     tokenize,
-    visual_norm_parameters,
 )
 from uft.errors import InputError
 from uft.prompts import PromptLearner, class_prompt
@@ -74,7 +74,7 @@ def test_gradient_reaches_context_through_frozen_text_tower(clip):
 
 def test_vit_norm_parameters_are_layernorm_affines(clip):
     model, _ = clip
-    params = visual_norm_parameters(model.visual)
+    params = clip_lib.visual_norm_parameters(model.visual)
     expected = [p for m in model.visual.modules() if isinstance(m, nn.LayerNorm) for p in (m.weight, m.bias)]
     assert len(params) == len(expected) > 0
     assert {id(p) for p in params} == {id(p) for p in expected}
@@ -82,7 +82,7 @@ def test_vit_norm_parameters_are_layernorm_affines(clip):
 
 def test_resnet_norm_parameters_are_batchnorm_affines():
     model, _ = load_clip("uft-tiny-rn", None)
-    params = visual_norm_parameters(model.visual)
+    params = clip_lib.visual_norm_parameters(model.visual)
     bns = [m for m in model.visual.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and len(params) == 2 * len(bns)
     assert {id(p) for p in params} == {id(p) for m in bns for p in (m.weight, m.bias)}

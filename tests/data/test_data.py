@@ -13,15 +13,14 @@ import torch
 from PIL import Image
 
 from uft.clip import ImagePreprocess
+from uft.data import lists
 from uft.data.datamodule import TargetDataModule
 from uft.data.datasets import ImageListDataset
 from uft.data.lists import (
-    UNLABELED,
     Sample,
     holdout_mask,
     read_class_names,
     read_list_file,
-    resolve_domain,
     scan_image_folder,
 )
 from uft.data.recipes import DataLayout
@@ -191,7 +190,7 @@ def test_read_list_file_labeled_unlabeled_and_spaces(real_world, tmp_path):
     assert read_list_file(listing, real_world, num_classes=3) == [
         Sample("Real World/Alarm_Clock/x.jpg", 0),
         Sample("Real World/Alarm_Clock/y.jpg", 2),
-        Sample("Real World/Alarm_Clock/z.jpg", UNLABELED),
+        Sample("Real World/Alarm_Clock/z.jpg", lists.UNLABELED),
     ]
 
 
@@ -254,19 +253,19 @@ def test_resolve_domain_spellings(tmp_path, on_disk, asked):
     """Each spelling of 'Real World' resolves to whichever spelling exists on disk."""
     (tmp_path / on_disk).mkdir()
     (tmp_path / "Art").mkdir()
-    assert resolve_domain(tmp_path, asked) == tmp_path / on_disk
+    assert lists.resolve_domain(tmp_path, asked) == tmp_path / on_disk
 
 
 def test_resolve_domain_no_domain_and_errors(tmp_path):
     """No domain gives the root; a missing root or unknown domain is an InputError naming it (and the folders)."""
     for name in ("Art", "Real World"):
         (tmp_path / name).mkdir()
-    assert resolve_domain(tmp_path, None) == tmp_path
+    assert lists.resolve_domain(tmp_path, None) == tmp_path
     with pytest.raises(InputError) as err:
-        resolve_domain(tmp_path / "missing_root", "Art")
+        lists.resolve_domain(tmp_path / "missing_root", "Art")
     assert str(tmp_path / "missing_root") in str(err.value)
     with pytest.raises(InputError) as err:
-        resolve_domain(tmp_path, "Clipart")
+        lists.resolve_domain(tmp_path, "Clipart")
     message = str(err.value)
     assert "'Clipart'" in message and str(tmp_path) in message and "Art, Real World" in message
 
@@ -351,7 +350,7 @@ def test_datamodule_unlabeled_train_list(shapes):
     (shapes / "unlabeled.txt").write_text("\n".join(paths) + "\n")
     dm = make_dm(shapes, ClassSplit(5, "0-2"), train_list=str(shapes / "unlabeled.txt"))
     assert [s.path for s in dm.target_samples] == paths
-    assert labels_of(dm.target_samples) == {UNLABELED}
+    assert labels_of(dm.target_samples) == {lists.UNLABELED}
     assert dm.eval_splits == ["test"]
 
 
