@@ -31,17 +31,25 @@ from uft.data.splits import ClassSplit
 from uft.world.benchmark import WorldBenchmark
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-DEMO = CHECKOUT / "configs" / "demo.yaml"
+CONFIGS = CHECKOUT / "configs"
 PREPROCESS = ImagePreprocess(size=48, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)  # uft-world-vit's
 
 
 def demo_data() -> dict:
-    """The demo config's data section, paths made absolute, the data rendered if missing."""
-    data = yaml.safe_load(DEMO.read_text())["data"]
-    for key in ("root", "class_names", "train_list", "test_list"):
-        data[key] = str(CHECKOUT / data[key])
-    WorldBenchmark(**data["recipe"]["init_args"]).ensure(data["root"])
-    return data
+    """The demo's data settings (configs/data/world.yaml, its open-partial setting), the world rendered if
+    missing; paths from the recipe's layout."""
+    data = yaml.safe_load((CONFIGS / "data" / "world.yaml").read_text())["data"]
+    split = yaml.safe_load((CONFIGS / "setting" / "world" / "open_partial.yaml").read_text())["data"]["split"]
+    recipe = WorldBenchmark(**data["recipe"]["init_args"])
+    layout = recipe.ensure(CHECKOUT / recipe.default_root())
+    return {
+        "root": str(layout.root),
+        "class_names": str(layout.class_names),
+        "train_list": str(layout.target_list),
+        "test_list": str(layout.test_list),
+        "split": split,
+        "batch_size": data["batch_size"],
+    }
 
 
 def module(data: dict, workers: int, shards: Path | None) -> TargetDataModule:
