@@ -2,7 +2,7 @@
 
 A run config states only what is its own and lists the shared pieces, each written once in ``configs/``::
 
-    include: [../trainer/default.yaml, ../model/clip_prompt_norms.yaml, ../data/officehome.yaml,
+    include: [../trainer/default.yaml, ../model/vit_b16_prompt_norms_sgd.yaml, ../data/officehome.yaml,
               ../method/ueo.yaml, ../setting/officehome/open_partial.yaml]
     seed_everything: 0
 

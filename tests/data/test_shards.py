@@ -254,9 +254,10 @@ def test_bad_shards_are_one_clear_error(shapes, shards, tmp_path):
     (cut / SAMPLES_FILE).write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(InputError, match="lists 47 images, the shards hold 48"):
         load(cut)
-    (cut / SAMPLES_FILE).write_text("\n".join(lines[:5] + ["4\t1\tseven\tx.png"] + lines[6:]) + "\n")
-    with pytest.raises(InputError, match=f"{SAMPLES_FILE}:6: cannot parse"):
-        load(cut)
+    for bad in ("4\t1\tseven\tx.png", "4\t--1\t0\tx.png"):
+        (cut / SAMPLES_FILE).write_text("\n".join(lines[:5] + [bad] + lines[6:]) + "\n")
+        with pytest.raises(InputError, match=f"{SAMPLES_FILE}:6: cannot parse"):
+            load(cut)
     with pytest.raises(InputError, match=f"{SAMPLES_FILE}:32: label 5 is outside the 5 class names"):
         TargetDataModule(None, ["a", "b", "c", "d", "e"], ClassSplit(5, "", ""), target_shards=str(shards))
     with pytest.raises(InputError, match="data.train_list and data.target_shards both name the target images"):

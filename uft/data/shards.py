@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -165,7 +166,7 @@ class ImageShards:
         samples, positions = [], []
         for lineno, line in enumerate(lines[1:], start=2):
             fields = line.split("\t", 3)
-            if len(fields) != 4 or not all(f.lstrip("-").isdigit() for f in fields[:3]):
+            if len(fields) != 4 or not all(re.fullmatch(r"-?[0-9]+", f) for f in fields[:3]):
                 raise InputError(f"{where}:{lineno}: cannot parse {line!r}: expected index, position, label, path")
             index, position, label = (int(f) for f in fields[:3])
             if index != len(samples) or not 0 <= position < total or label < UNLABELED:
