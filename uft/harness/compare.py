@@ -21,7 +21,6 @@ import logging
 import math
 import textwrap
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +32,21 @@ from uft.module import EVAL_SPLITS
 
 
 class _RunnerQuiet(logging.Filter):
-    """Inside the runner each run is one line: Lightning's checkpoint-loading lines and the `--fresh` notice (the
-    runner always starts afresh) would repeat for every method."""
+    """Inside the runner each run is one line: Lightning's checkpoint-loading lines would repeat for every
+    method."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        noise = ("Restoring states from the checkpoint", "Loaded model weights from", "uft: --fresh: starting")
+        noise = ("Restoring states from the checkpoint", "Loaded model weights from")
         return not record.getMessage().startswith(noise)
 
 
 @contextlib.contextmanager
 def quiet_runs():
-    """The runner's console filters, for the runner's runs only (not for whoever imported this module)."""
+    """The runner's console filter, for the runner's runs only (not for whoever imported this module)."""
     logger, quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _RunnerQuiet()
     logger.addFilter(quiet)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from.*")
-            yield
+        yield
     finally:
         logger.removeFilter(quiet)
 
