@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from uft.harness.compare import compare
+from uft.harness.spread import spread_cell
 
 SETTINGS = ("closed", "partial", "open", "open_partial")
 METHODS = ("zeroshot", "ueo", "im", "ent")
 COLUMNS = (("test", "pacc"), ("test", "auroc"), ("test", "hm"), ("target", "pacc"), ("target", "auroc"))
-
-
-def cell(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    mean = 100 * statistics.fmean(values)
-    spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {spread:.1f}"
 
 
 def main() -> None:
@@ -57,11 +48,11 @@ def main() -> None:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for setting, methods in results.items():
         for method, runs in methods.items():
-            cells = [cell([run.get(split, {}).get(metric) for run in runs]) for split, metric in COLUMNS]
+            cells = [spread_cell([run.get(split, {}).get(metric) for run in runs]) for split, metric in COLUMNS]
             lines.append("| " + " | ".join([setting, method, *cells]) + " |")
     table = "\n".join(lines)
     (args.out / "sweep.md").write_text(table + "\n")
-    print(f"\n{table}\n\nseeds {args.seeds}; mean ± standard deviation, in percent; written: {args.out}/sweep.md")
+    print(f"\n{table}\n\nseeds {args.seeds}; mean ± sample std, in percent; written: {args.out}/sweep.md")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ class StopAfterEpoch(Callback):
 
 
 class RecordTraining(Callback):
-    """Writes, from rank 0, what a run did: the loss of every step, the final trained parameters and the per-sample
-    table, to ``path`` (``torch.save``), so that runs on different numbers of processes can be compared.
+    """Writes, from rank 0, what a run did: the number of processes, the trained parameters as training started and
+    at its end, the loss of every step and the per-sample table, to ``path`` (``torch.save``), so that runs on
+    different numbers of processes can be compared.
 
     Args:
         path: output file.
@@ -42,9 +43,11 @@ class RecordTraining(Callback):
         self.losses: list[float] = []
         self.indices: list[list[int]] = []
         self.first_step = 0
+        self.initial: dict[str, Tensor] = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.first_step = trainer.global_step
+        self.initial = trained_parameters(pl_module)  # before the first step (a resumed run: the checkpoint's)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
@@ -52,10 +55,15 @@ class RecordTraining(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.global_rank == 0:
-            params = {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
             table = None if pl_module.target_table is None else pl_module.target_table.cpu()
-            record = {"losses": self.losses, "params": params, "table": table}
+            record = {"losses": self.losses, "params": trained_parameters(pl_module), "table": table}
+            record.update(initial=self.initial, world_size=trainer.world_size)
             torch.save({**record, "indices": self.indices, "first_step": self.first_step}, self.path)
+
+
+def trained_parameters(module: torch.nn.Module) -> dict[str, Tensor]:
+    """A copy of the parameters training changes, by name, on the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
 class LogBatches(Callback):
@@ -193,3 +201,19 @@ def assert_evaluation_figures(folder, min_bytes: int = 0) -> None:
         assert png.stat().st_size > min_bytes
         with Image.open(png) as picture:
             picture.verify()
+
+
+class StopAtStep(Callback):
+    """Ends ``fit`` once ``step`` optimiser steps are done (Lightning then saves ``last.ckpt`` at that step): the
+    state an uninterrupted run of the same length passes through.
+
+    Args:
+        step: global step to stop at.
+    """
+
+    def __init__(self, step: int = 3) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True

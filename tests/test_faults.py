@@ -10,25 +10,49 @@ import torch
 
 from uft.cli import cli_main
 from uft.errors import Diverged, InputError
-from uft.module import UFTModule
 
 from .conftest import ROOT, demo_args
 
 
-def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_checkpoint(shapes_dir, tmp_path):
-    """From step 3 on the learning rate is 1e30: the run stops at that step with a message naming it and the
-    rates; last.ckpt still holds a finite state from before, and loads."""
-    args = [
-        *demo_args(shapes_dir, tmp_path, "--data.batch_size=8", "--checkpoint.every_n_train_steps=1"),
-        "--trainer.callbacks+=tests.helpers.BlowUpAt",
-    ]
-    with pytest.raises(Diverged, match=r"training diverged at step [34]: .*prompt 1e\+30.*last finite loss"):
-        cli_main(["fit", *args])
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["global_step"] in (3, 4)
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
-    names = checkpoint["hyper_parameters"]["class_names"]
-    UFTModule(names, model_name="uft-tiny-vit", pretrained=None).on_load_checkpoint(checkpoint)  # loads
+def test_divergence_keeps_the_last_state_whose_next_loss_was_finite(shapes_dir, tmp_path):
+    """The rate is 1e30 from step 3 on, checkpoints every step. Step 3's update makes the norm weights huge but
+    finite (so the state after it is saved), and the loss computed on that state, at step 4, is NaN: the run stops
+    there, naming the step, and last.ckpt holds the state at step 3 again, equal to an unperturbed run's at step 3.
+    Resuming it with the normal rate trains to the end."""
+    common = ("--data.batch_size=8", "--checkpoint.every_n_train_steps=1")  # 5 steps an epoch, 2 epochs
+    run = tmp_path / "run"
+    blow_up = [*demo_args(shapes_dir, run, *common), "--trainer.callbacks+=tests.helpers.BlowUpAt"]
+    message = r"training diverged at step 4: the loss is nan .*prompt 1e\+30.*last finite loss .* at step 3.*"
+    with pytest.raises(
+        Diverged, match=message + r"last.ckpt holds step 3 again, .* \(the one saved at step 4 diverged\)"
+    ):
+        cli_main(["fit", *blow_up])
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # no checked.ckpt or partial file left
+    kept = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert kept["global_step"] == 3
+
+    plain = tmp_path / "plain"
+    cli_main(["fit", *demo_args(shapes_dir, plain, *common), "--trainer.callbacks+=tests.helpers.StopAtStep"])
+    reference = torch.load(plain / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert reference["global_step"] == 3
+    assert kept["state_dict"].keys() == reference["state_dict"].keys()
+    for name, value in reference["state_dict"].items():  # the same computation in the same process: bit-equal
+        assert torch.equal(kept["state_dict"][name], value), name
+
+    cli_main(["fit", *demo_args(shapes_dir, run, *common), "--ckpt_path=last"])
+    resumed = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 10 and resumed["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in resumed["state_dict"].values())
+
+
+def test_divergence_at_the_first_step_leaves_no_last_checkpoint(shapes_dir, tmp_path):
+    """A rate of 1e30 from the start: no saved state ever led to a finite loss, so nothing named last.ckpt is left
+    for --ckpt_path last to resume."""
+    args = [*demo_args(shapes_dir, tmp_path, "--data.batch_size=8", "--checkpoint.every_n_train_steps=1")]
+    with pytest.raises(Diverged, match=r"training diverged at step 1: .*moved to diverged.ckpt"):
+        cli_main(["fit", *args, "--model.prompt_lr=1e30", "--model.visual_lr=1e30"])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["diverged.ckpt"]
 
 
 def test_a_diverged_checkpoint_is_refused_and_nan_scores_give_no_metrics(shapes_dir, tmp_path):

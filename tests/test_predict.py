@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch import Callback
 
 from uft.callbacks import PredictionCSV
@@ -91,3 +92,43 @@ def test_evaluation_follows_the_chosen_score_and_reports_the_decision(shapes_dir
     h = got["test"]["hscore"]
     k, u = got["test"]["known_acc"], got["test"]["unknown_acc"]
     assert h == pytest.approx(2 * k * u / (k + u))
+
+
+@pytest.mark.parametrize("share", [None, 0.25], ids=["histogram-split", "unknown-share-0.25"])
+def test_predict_decides_with_the_threshold_validate_reports(shapes_dir, trained, tmp_path, share):
+    """`uft predict` and `uft validate` of one checkpoint apply the unknown rule to the same scores: the target set's
+    42 images, dealt in the same evaluation batches, through the same forward pass. So predict's threshold is the
+    one validate reports for the target split, and predict calls unknown exactly the images validate does. With
+    `UnknownShare`, the count is the one the quantile promises."""
+    _, ckpt = trained
+    rule = ["--model.unknown_rule=uft.scores.UnknownShare", f"--model.unknown_rule.share={share}"] if share else []
+    cli_main(["validate", *demo_args(shapes_dir, tmp_path / "validate", *rule), f"--ckpt_path={ckpt}"])
+    reported = json.loads(next((tmp_path / "validate").rglob("metrics.json")).read_text())["target"]
+    validated = torch.load(next((tmp_path / "validate").rglob("scores.pt")), weights_only=True)["splits"]["target"]
+
+    cli = cli_main(demo_args(shapes_dir, tmp_path / "predict", *rule), run=False)  # as `uft predict` builds it
+    batches = cli.trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), return_predictions=True)
+    index = torch.cat([b["index"] for b in batches])
+    scores = torch.cat([b["score"] for b in batches])[index.argsort()]
+    threshold = cli.model.predict_threshold
+    (path,) = (tmp_path / "predict").rglob("predictions.csv")
+    unknown = [int(r["index"]) for r in read_rows(path) if r["pred"] == "unknown"]
+    # The same arithmetic on the same images in the same process: the same float32 scores, the same threshold.
+    assert torch.equal(scores, validated["ood"]) and validated["threshold"] == threshold
+    assert reported["threshold"] == float(torch.tensor(threshold, dtype=torch.float32))  # logged as a float32
+    # Validate calls an image unknown when its score is below the threshold in float64 (OpenSetMetrics), predict in
+    # float32 (a tensor compared with a Python float): they agree unless a score rounds onto the threshold.
+    ood = validated["ood"].double()
+    assert float((ood - threshold).abs().min()) > 2**-23 * threshold  # the case here: no score within an ulp of it
+    assert unknown == (ood < threshold).nonzero().squeeze(1).tolist()
+    assert 0 < len(unknown) < 42
+    if share:
+        # torch.quantile interpolates linearly at position h = share x (N - 1) between the sorted scores s_f and
+        # s_f+1 (f = floor(h)). With s_f < s_f+1 and h not whole the threshold lies strictly between them, so exactly
+        # f + 1 images score below it: ceil(share x (N - 1)), here 0.25 x 41 = 10.25 -> 11, not share x N = 10.5
+        # rounded. A whole h gives f; a tie s_f = s_f+1 puts the threshold on it: only the images strictly below.
+        s = ood.sort().values
+        h = share * (len(s) - 1)
+        f = int(h)
+        assert h != f and s[f] < s[f + 1]  # the case of this data (no tie at the quantile position)
+        assert len(unknown) == f + 1 == 11

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft.distributed import sum_over_processes
+from uft.errors import Diverged
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -33,6 +34,12 @@ class RunCheckpoint(ModelCheckpoint):
     over it, so a kill during a save leaves the previous checkpoint whole. Saves happen only between steps, so a
     checkpoint always holds a consistent state: parameters, optimiser, scheduler, per-sample table and the
     loader's place in the epoch.
+
+    A checkpoint is one a run can resume from only if training on from it goes on: when the run diverges (a
+    non-finite loss), ``last.ckpt`` holds the last saved state whose next step's loss was seen finite. Each save
+    first reads that check for the state it replaces (one wait for the device per save); a replaced state whose
+    next loss was finite is kept as ``checked.ckpt`` (a hard link: no copy) until the run ends, and put back as
+    ``last.ckpt`` if the newer one turns out to be the state that diverged.
 
     Signals: SIGTERM, Ctrl-C (SIGINT; a second Ctrl-C aborts at once) and SIGUSR1 stop training at the end of the
     current step, on every process at the same step (a signal to any one process is enough), save ``last.ckpt``
@@ -58,6 +65,13 @@ class RunCheckpoint(ModelCheckpoint):
         self._last_save_time = 0.0
         self._handlers: dict[int, object] = {}
         self._stop_signal = 0
+        self._saved_step: int | None = None  # of the state in last.ckpt, when this run wrote or resumed it
+        self._checked_step: int | None = None  # of the state in checked.ckpt, written by this run
+
+    def checked_path(self) -> Path:
+        """Where the last saved state whose next loss was seen finite is kept while ``last.ckpt`` holds a newer one
+        (its name does not start with ``last``, so ``--ckpt_path last`` never picks it)."""
+        return Path(self.dirpath) / f"checked{self.FILE_EXTENSION}"
 
     def _default_dir(self, trainer: Trainer) -> None:
         if self.dirpath is None:
@@ -81,6 +95,10 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_save_time = time.monotonic()
         self._stop_signal = 0
+        last = self.last_path(trainer)
+        resumed = trainer.ckpt_path is not None and Path(trainer.ckpt_path).resolve() == last.resolve()
+        self._saved_step, self._checked_step = (trainer.global_step if resumed else None), None
+        self._drop_checked(trainer)  # one left by a run killed without warning: it is not this run's
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 self._handlers[signum] = signal.signal(signum, self._on_signal)
@@ -100,6 +118,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore_handlers()
+        self._drop_checked(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
         late = self.every_n_minutes is not None and time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
@@ -130,15 +149,55 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # No save: a failure may strike in the middle of a step, so the last consistent save is kept.
         self._restore_handlers()
+        if isinstance(exception, Diverged) and self._saved_step is not None:
+            exception.checkpoint = self._keep_checked(trainer, getattr(pl_module, "finite_through", None))
+        self._drop_checked(trainer)
+
+    def _keep_checked(self, trainer: Trainer, finite_through: int | None) -> str:
+        """At divergence: ``last.ckpt`` ends holding the last saved state whose next loss was seen finite, or is
+        moved aside as ``diverged.ckpt`` when no saved state qualifies. Says which, for the message."""
+        last = self.last_path(trainer)
+        if self._next_loss_seen(finite_through):
+            return f"{last} holds step {self._saved_step}, the last saved state whose next loss was finite"
+        if self._checked_step is not None:
+            if trainer.is_global_zero:
+                os.replace(self.checked_path(), last)
+            good, bad = "the last saved state whose next loss was finite", f"the one saved at step {self._saved_step}"
+            return f"{last} holds step {self._checked_step} again, {good} ({bad} diverged)"
+        aside = last.with_name(f"diverged{self.FILE_EXTENSION}")
+        if trainer.is_global_zero:
+            os.replace(last, aside)
+        return f"no saved state led to a finite loss: {last} was moved to {aside.name}"
+
+    def _next_loss_seen(self, finite_through: int | None) -> bool:
+        """Whether the loss computed on the state in ``last.ckpt`` was seen finite."""
+        return self._saved_step is not None and finite_through is not None and self._saved_step <= finite_through
+
+    def _drop_checked(self, trainer: Trainer) -> None:
+        if trainer.is_global_zero and self.dirpath is not None:
+            self.checked_path().unlink(missing_ok=True)
+        self._checked_step = None
 
     # ---------------------------------------------------------------- how to save
     def _save_last(self, trainer: Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
             return
-        trained = (p for p in trainer.lightning_module.parameters() if p.requires_grad)
+        module = trainer.lightning_module
+        # Raises (the run stops) if the running step diverged; the state saved before becomes a checked one when
+        # the loss computed on it was finite.
+        finite_through = module.confirm_finite() if hasattr(module, "confirm_finite") else None
+        trained = (p for p in module.parameters() if p.requires_grad)
         if not all(bool(torch.isfinite(p).all()) for p in trained):
             return  # a diverged state never replaces the last good checkpoint (the module stops the run)
+        if self._next_loss_seen(finite_through) and self._saved_step != trainer.global_step:
+            if trainer.is_global_zero:  # hard link: the file that the save below replaces lives on as checked.ckpt
+                linked = self.checked_path().with_suffix(".part")
+                linked.unlink(missing_ok=True)
+                os.link(self.last_path(trainer), linked)
+                os.replace(linked, self.checked_path())
+            self._checked_step = self._saved_step
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._saved_step = trainer.global_step
         self._last_save_time = time.monotonic()
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:

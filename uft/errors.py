@@ -11,5 +11,14 @@ def first_line(err: BaseException, limit: int = 200) -> str:
 
 
 class Diverged(InputError):
-    """Training produced a non-finite loss or non-finite parameters; the run stops at that step (the last saved
-    checkpoint is left as it was)."""
+    """Training produced a non-finite loss or non-finite parameters; the run stops at that step.
+
+    ``checkpoint`` (set by the checkpoint callback as the run stops) says which state the run's ``last.ckpt``
+    holds; it ends the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.checkpoint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}; {self.checkpoint}" if self.checkpoint else str(self.args[0])

@@ -139,6 +139,7 @@ class UFTModule(LightningModule):
         self._table_source: str | None = None  # of a table read from a checkpoint
         self._schedule_steps: int | None = None
         self._planned_steps: int | None = None  # of a checkpoint
+        self.finite_through: int | None = None  # the last step whose loss (and the state after it) was read finite
         self._last_finite_loss: tuple[int, Tensor] | None = None  # (step, loss), for the divergence message
         self._step_loss: tuple[int, Tensor, str] | None = None  # (step, loss, learning rates) of the running step
         self._finite_check: tuple[int, Tensor, Tensor, str] | None = None  # the above and "all finite?", unread
@@ -166,12 +167,13 @@ class UFTModule(LightningModule):
         return self.clip.encode_image(images, normalize=True)
 
     def cosine(self, images: Tensor, text: Tensor | None = None) -> Tensor:
-        """Cosine similarities (N, K) between images and the class prompts, in float32 (also under autocast: the
-        logit scale of 100 would magnify bfloat16's rounding)."""
+        """Cosine similarities (N, K) between images and the class prompts, in float32 or wider (also under
+        autocast: the logit scale of 100 would magnify bfloat16's rounding; ``64-true`` keeps float64)."""
         text = self.text_features() if text is None else text
         image = self.image_features(images)
+        dtype = torch.promote_types(image.dtype, torch.float32)
         with torch.autocast(image.device.type, enabled=False):
-            return image.float() @ text.float().T
+            return image.to(dtype) @ text.to(dtype).T
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -223,6 +225,7 @@ class UFTModule(LightningModule):
 
     def on_train_start(self) -> None:
         self._plan_schedule()
+        self.finite_through, self._last_finite_loss, self._step_loss, self._finite_check = None, None, None, None
         data = self.trainer.datamodule
         if isinstance(data, TargetData):
             self._excluded = torch.zeros(data.num_target_samples, dtype=torch.bool, device=self.device)
@@ -347,14 +350,31 @@ class UFTModule(LightningModule):
         # the next step: reading a device value waits for the device, and waiting for the step just queued would
         # leave it idle while the next step is prepared. The loss is the same on every process, and so are the
         # parameters: every process stops at the same step.
-        if outputs is None or self._step_loss is None:
-            return
+        if outputs is None or self._step_loss is None or self._read_through(self._step_loss[0]):
+            return  # no step, or its check was read already (`confirm_finite`)
+        previous, self._finite_check = self._finite_check, self._queue_finite_check()
+        if previous is not None:
+            self._read_finite_check(previous)
+
+    def confirm_finite(self) -> int | None:
+        """Reads now, waiting for the device, whether the last step's loss and the parameters after it are finite
+        (and every check queued before it); raises :class:`~uft.errors.Diverged` if not. Returns
+        ``finite_through``: the last step whose loss was seen finite, so the state that step started from is one a
+        checkpoint may keep (``None`` before the first step of this run)."""
+        self._flush_finite_check()
+        if self._step_loss is not None and not self._read_through(self._step_loss[0]):
+            self._read_finite_check(self._queue_finite_check())
+        return self.finite_through
+
+    def _read_through(self, step: int) -> bool:
+        return self.finite_through is not None and self.finite_through >= step
+
+    def _queue_finite_check(self) -> tuple[int, Tensor, Tensor, str]:
+        """The running step's check, queued on the device: (step, all finite?, loss, learning rates)."""
         step, loss, rates = self._step_loss
         trained = [p for p in self.parameters() if p.requires_grad]
         finite = torch.stack([torch.isfinite(loss), *(torch.isfinite(p).all() for p in trained)]).all()
-        previous, self._finite_check = self._finite_check, (step, finite, loss, rates)
-        if previous is not None:
-            self._read_finite_check(previous)
+        return step, finite, loss, rates
 
     def on_train_epoch_end(self) -> None:
         self._flush_finite_check()
@@ -370,7 +390,7 @@ class UFTModule(LightningModule):
     def _read_finite_check(self, check: tuple[int, Tensor, Tensor, str]) -> None:
         step, finite, loss, rates = check
         if bool(finite):
-            self._last_finite_loss = (step, loss)
+            self._last_finite_loss, self.finite_through = (step, loss), step
             return
         self._finite_check = None
         if not bool(torch.isfinite(loss)):
@@ -383,7 +403,7 @@ class UFTModule(LightningModule):
         before = f"; last finite loss {float(last[1]):.6g} at step {last[0]}" if last else ""
         return (
             f"training diverged at step {step}: {what} (learning rates: {rates}{before}); lower "
-            "model.prompt_lr / model.visual_lr. The last saved checkpoint was left as it was"
+            "model.prompt_lr / model.visual_lr"
         )
 
     def configure_optimizers(self):
@@ -521,7 +541,8 @@ class UFTModule(LightningModule):
         probs = torch.softmax(cosine, dim=-1)
         score = self.ood_score(cosine)
         known_prob, top = probs.max(dim=-1)
-        pred = torch.where(score >= self.predict_threshold, top, torch.full_like(top, -1))
+        # In float64, as evaluation decides: a float32 comparison would round the threshold first.
+        pred = torch.where(score.double() >= self.predict_threshold, top, torch.full_like(top, -1))
         top5 = probs.topk(min(5, probs.shape[1]), dim=-1).indices
         return {"index": index, "pred_id": pred, "score": score, "known_prob": known_prob, "top5": top5}
 

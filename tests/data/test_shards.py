@@ -27,7 +27,7 @@ from uft.data.synthetic import make_shapes
 from uft.errors import InputError
 
 from ..conftest import demo_args
-from ..test_distributed import uft
+from ..test_distributed import PARAM_ATOL, uft
 from .test_data import PRE
 
 CHUNK_BYTES = 3000  # the shapes' 48 target images (about 250 bytes each) make 4 shards
@@ -291,8 +291,8 @@ def test_a_fit_from_shards_equals_the_fit_from_files(shapes, shards, tmp_path):
     assert torch.equal(files["table"], streamed["table"])  # same weights under the same sample index
     assert files["indices"] != streamed["indices"]  # the batch's order differs ...
     assert [sorted(b) for b in files["indices"]] == [sorted(b) for b in streamed["indices"]]  # ... not its samples
-    for name, value in files["params"].items():
-        torch.testing.assert_close(streamed["params"][name], value, rtol=0, atol=1e-6)
+    for name, value in files["params"].items():  # the batch summed in another order: float32 rounding only
+        torch.testing.assert_close(streamed["params"][name], value, rtol=0, atol=PARAM_ATOL)
     for split in ("test", "target"):
         assert streamed_metrics[split] == pytest.approx(files_metrics[split], abs=1e-6)
 

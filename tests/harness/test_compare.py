@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import open_clip
 import pytest
+import torch
 
 from uft.cli import cli_main
 from uft.errors import InputError
-from uft.harness.compare import compare
+from uft.harness.compare import Row, compare, difference_table, seed_table, spread_table
+from uft.harness.spread import difference_cell, mean, paired_differences, positive_count, spread_cell
 
-from ..conftest import ROOT, demo_args
+from ..conftest import ROOT, TINY, demo_args
 from ..helpers import assert_evaluation_figures
 
 METHODS = sorted((ROOT / "configs" / "method").glob("*.yaml"))
@@ -125,3 +128,104 @@ def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
     for method in ("zeroshot", "ueo"):
         (figures,) = (tmp_path / method).rglob("figures")
         assert_evaluation_figures(figures)
+
+
+# --- several training seeds --------------------------------------------------------------------------------------
+
+
+def cells(table: str, *first: str) -> dict[str, str]:
+    """The cells of the Markdown table row whose first cells are ``first``, by column head."""
+    lines = table.splitlines()
+    head = lines[0].strip("| ").split(" | ")
+    body = [line.strip("| ").split(" | ") for line in lines[2:]]
+    (row,) = [row for row in body if row[: len(first)] == [*first]]
+    return dict(zip(head, row, strict=True))
+
+
+def test_spread_over_seeds_mean_sample_std_paired_differences_and_positive_counts():
+    assert mean([0.5, None, 0.7]) == pytest.approx(0.6) and mean([None]) is None
+    assert spread_cell([0.5, 0.6, 0.7]) == "60.0 ± 10.0"  # sample std (n - 1): the population one is 8.2
+    assert spread_cell([0.5, None, 0.7]) == "60.0 ± 14.1 (n=2)"  # undefined in one seed: left out, and said
+    assert spread_cell([0.42]) == "42.0" and spread_cell([None, None]) == "n/a"
+    assert paired_differences([0.6, 0.7, None], [0.5, 0.72, 0.4]) == pytest.approx([0.1, -0.02])
+    assert positive_count([0.1, -0.02, 0.0]) == 1  # a tie is not an improvement
+    assert difference_cell([0.12, 0.10, 0.14]) == "+12.0 ± 2.0 (3/3)"
+    assert difference_cell([-0.05]) == "-5.0 (0/1)" and difference_cell([]) == "n/a"
+    assert difference_cell([0.083, -0.083 - 1e-12]) == "+0.0 ± 11.7 (1/2)"  # no "-0.0" from rounding
+    with pytest.raises(ValueError, match="one reference per seed"):
+        paired_differences([0.1, 0.2], [0.1])
+
+    def row(method: str, seed: int | None, pacc: float, fpr95: float | None, **kwargs) -> Row:
+        return Row(method, False, {"test": {"pacc": pacc, "fpr95": fpr95}}, seed=seed, **kwargs)
+
+    zero_shot = row("zeroshot", None, 0.40, 0.50, trained=False, seed_free=True)
+    ueo = [row("ueo", s, p, f) for s, p, f in [(0, 0.50, 0.40), (1, 0.54, 0.30), (2, 0.52, 0.35)]]
+    im = [row("im", s, p, f) for s, p, f in [(0, 0.48, 0.45), (1, 0.55, None), (2, 0.50, 0.32)]]
+    rows = [zero_shot, *ueo, *im]
+
+    spread = spread_table(rows)
+    assert cells(spread, "zeroshot")["test PACC"] == "40.0"  # one run stands for every seed: no spread
+    assert cells(spread, "ueo")["test PACC"] == "52.0 ± 2.0" and cells(spread, "ueo")["test FPR95"] == "35.0 ± 5.0"
+    assert cells(spread, "im")["test FPR95"] == "38.5 ± 9.2 (n=2)" and cells(spread, "im")["target PACC"] == "n/a"
+    per_seed = seed_table(rows)
+    assert len(per_seed.splitlines()) == 2 + 7 and cells(per_seed, "zeroshot", "any")["test PACC"] == "40.0"
+    assert cells(per_seed, "im", "1")["test FPR95"] == "n/a"
+
+    differences = difference_table(rows)
+    pairs = [line.strip("| ").split(" | ")[:2] for line in differences.splitlines()[2:]]
+    # never a method minus itself, and zero-shot is not paired: it is not trained
+    assert pairs == [["ueo", "zeroshot"], ["im", "zeroshot"], ["im", "ueo"]]
+    assert cells(differences, "ueo", "zeroshot")["test PACC"] == "+12.0 ± 2.0 (3/3)"
+    assert cells(differences, "ueo", "zeroshot")["test FPR95"] == "-15.0 ± 5.0 (0/3)"  # positive: higher FPR95
+    assert cells(differences, "im", "ueo")["test PACC"] == "-1.0 ± 1.7 (1/3)"  # -2, +1, -2: paired seed by seed
+    assert cells(differences, "im", "ueo")["test FPR95"] == "+1.0 ± 5.7 (1/2)"  # seed 1 undefined for im
+    assert difference_table([zero_shot]) == ""
+
+
+def test_seeds_of_zero_shot_on_random_weights_run_per_seed(shapes_dir, tmp_path):
+    """Random weights (pretrained empty) are the seed's draw, so even zero-shot depends on the seed; --seeds with
+    a --seed_everything of its own is refused before anything runs."""
+    zero_shot = [ROOT / "configs" / "method" / "zeroshot.yaml"]
+    rows = compare([BASE], zero_shot, tmp_path, overrides(shapes_dir), seeds=[0, 1])
+    assert [(r.seed, r.seed_free, r.trained) for r in rows] == [(0, False, False), (1, False, False)]
+    assert all((tmp_path / f"seed{s}" / "zeroshot").is_dir() for s in (0, 1))
+    with pytest.raises(SystemExit, match="pass one or the other"):
+        compare([BASE], zero_shot, tmp_path / "refused", ["--seed_everything=3"], seeds=[0, 1])
+    assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.slow
+def test_runner_over_seeds_trains_each_seed_and_tests_zero_shot_once(shapes_dir, tmp_path):
+    """Two training seeds on loaded weights: two trained runs per method whose parameters differ (the seed reached
+    the run), one zero-shot run standing for both, and the three tables and the per-(method, seed) CSV."""
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pt"
+    torch.save(open_clip.create_model(TINY).state_dict(), weights)
+    methods = [ROOT / "configs" / "method" / f"{m}.yaml" for m in ("zeroshot", "ueo", "im")]
+    extra = [*overrides(shapes_dir), "--trainer.max_epochs=1", f"--model.pretrained={weights}"]
+    out = tmp_path / "out"
+    rows = compare([BASE], methods, out, extra, seeds=[0, 1])
+    assert [(r.method, r.seed) for r in rows] == [("zeroshot", None), ("ueo", 0), ("ueo", 1), ("im", 0), ("im", 1)]
+    assert rows[0].seed_free and not (out / "seed1" / "zeroshot").exists()
+    for method in ("ueo", "im"):
+        first, second = (
+            torch.load(out / f"seed{s}" / method / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+            for s in (0, 1)
+        )
+        assert first.keys() == second.keys()
+        assert any(not torch.equal(first[k], second[k]) for k in first), method
+    markdown = (out / "comparison.md").read_text()
+    for section in ("## Mean ± standard deviation over seeds", "## Per seed", "## Paired differences"):
+        assert section in markdown
+    assert "zeroshot: no training on loaded weights, run once" in markdown
+    assert "| ueo | zeroshot |" in markdown and "| im | ueo |" in markdown and "| ueo | ueo |" not in markdown
+    with (out / "comparison.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["method"], r["seed"]) for r in table] == [
+        ("zeroshot", ""),
+        ("ueo", "0"),
+        ("ueo", "1"),
+        ("im", "0"),
+        ("im", "1"),
+    ]
+    assert all((out / f"seed{s}" / "roc_test.png").is_file() for s in (0, 1))

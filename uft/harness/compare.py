@@ -9,6 +9,20 @@ epoch's; a method without one (zero-shot) is only tested. Zero-shot rows come fi
     python -m uft.harness.compare -c configs/demo.yaml --out runs/compare \\
         --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/ent.yaml
 
+With ``--seeds 0 1 2`` every method is trained once per training seed (``--seed_everything=S``; the data, and a
+data recipe's own seed, stay as configured) into ``OUT/seed<S>/<method>/``. A method without an objective on loaded
+weights (zero-shot, zero-shot ensemble) draws nothing at random, so the seed cannot change it: it is tested once
+(in the first seed's folder) and its row stands for every seed; on random weights (``pretrained`` empty, as the
+tests' tiny CLIP) the seed draws the backbone and it runs per seed. ``comparison.md`` then holds the mean ±
+sample standard deviation over the seeds, the per-seed table, and each trained method's paired difference per
+seed to zero-shot and to UEO (method minus reference, so positive is better except for FPR95; statistics in
+:mod:`uft.harness.spread`); ``comparison.csv`` has a row per method and seed (a ``seed`` column, empty for a row
+that stands for every seed) and each ``OUT/seed<S>/`` a ``roc_test.png``. The console shows the mean ± std and the
+paired tables::
+
+    python -m uft.harness.compare -c configs/demo.yaml --out runs/compare-seeds --seeds 0 1 2 \\
+        --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/im.yaml
+
 Arguments it does not know (``--trainer.max_epochs=5``) are passed to every run.
 """
 
@@ -27,8 +41,11 @@ from pathlib import Path
 import torch
 
 from uft.cli import cli_main
+from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
+
+ZERO_SHOT, UEO = "zeroshot", "ueo"  # the references of the paired differences, by method config name
 
 
 class _RunnerQuiet(logging.Filter):
@@ -60,25 +77,30 @@ class Row:
     metrics: dict[str, dict[str, float | None]]
     log_dir: Path | None = None  # of the method's run: metrics.json, scores.pt, figures/
     trained: bool = True  # False: zero-shot, evaluated only
+    seed: int | None = None  # the training seed the runner gave; None without one, or for a seed-free row
+    seed_free: bool = False  # no training on loaded weights: every seed would give this row
 
     @property
     def label(self) -> str:
         return f"{self.method} (oracle: uses labels)" if self.uses_labels else self.method
 
 
-def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Row:
+def run_method(base: list[str], method: Path, out: Path, extra: list[str], seed: int | None = None) -> Row:
     """Train (when the configured model has an objective) and test one method; its logs and checkpoints go to
-    ``out/<method name>``."""
+    ``out/<method name>``. ``seed``, when given, is the run's ``--seed_everything``."""
     root = out / method.stem
     configs = [arg for config in [*base, str(method)] for arg in ("-c", config)]
     # One line per method on the console: no progress bars, summaries or per-run tables inside the runner. No
     # per-epoch validation: the row is the last checkpoint's test.
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    args = [*configs, f"--trainer.default_root_dir={root}", "--trainer.limit_val_batches=0", *quiet, *extra]
+    seeded = [] if seed is None else [f"--seed_everything={seed}"]
+    args = [*configs, f"--trainer.default_root_dir={root}", "--trainer.limit_val_batches=0", *quiet, *extra, *seeded]
     start = time.monotonic()
     cli = cli_main(args, run=False, print_table=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trained = model.objective is not None
+    # Testing loaded weights draws nothing at random; random weights (pretrained empty) are the seed's draw.
+    seed_free = not trained and bool(model.hparams.pretrained)
     ckpt_path = None
     if trained:  # each comparison trains afresh: a rerun into the same folder replaces the earlier checkpoint
         trainer.fit(model, datamodule=data)
@@ -92,49 +114,186 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str]) -> Ro
     log_dir = Path(trainer.log_dir)
     done = "trained and tested" if trained else "tested"
     print(f"uft compare: {method.stem}: {done} in {time.monotonic() - start:.0f} s ({log_dir})", flush=True)
-    return Row(method.stem, bool(trained and model.objective.uses_labels), metrics, log_dir, trained)
+    uses_labels = bool(trained and model.objective.uses_labels)
+    return Row(method.stem, uses_labels, metrics, log_dir, trained, None if seed_free else seed, seed_free)
+
+
+def run_seeds(base: list[str], method: Path, out: Path, extra: list[str], seeds: list[int]) -> list[Row]:
+    """One run per seed into ``out/seed<S>/<method name>``; a seed-free method once (the first seed's folder), its
+    row standing for every seed."""
+    rows = []
+    for seed in seeds:
+        rows.append(run_method(base, method, out / f"seed{seed}", extra, seed))
+        if rows[-1].seed_free:
+            print(f"uft compare: {method.stem}: no training on loaded weights, the same for every seed: run once")
+            break
+    return rows
 
 
 def columns() -> list[tuple[str, str]]:
     return [(split, metric) for split in EVAL_SPLITS for metric in METRIC_NAMES]
 
 
-def _cell(row: Row, split: str, metric: str) -> str:
-    value = row.metrics.get(split, {}).get(metric)
-    return "n/a" if value is None else f"{100 * value:.1f}"
+def _value(row: Row, split: str, metric: str) -> float | None:
+    return row.metrics.get(split, {}).get(metric)
+
+
+def _table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join([*lines, *("| " + " | ".join(cells) + " |" for cells in body)])
+
+
+def _metric_head() -> list[str]:
+    return [f"{split} {metric.upper()}" for split, metric in columns()]
 
 
 def markdown_table(rows: list[Row]) -> str:
     """Metrics in percent, one row per method; FPR95 is better when lower, every other column when higher."""
-    head = ["method", *(f"{split} {metric.upper()}" for split, metric in columns())]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = [[row.label, *(percent(_value(row, split, metric)) for split, metric in columns())] for row in rows]
+    return _table(["method", *_metric_head()], body)
+
+
+def by_method(rows: list[Row]) -> dict[str, list[Row]]:
+    """Each method's rows (one per seed, or one seed-free row), in the order of ``rows``."""
+    groups: dict[str, list[Row]] = {}
     for row in rows:
-        cells = [row.label, *(_cell(row, split, metric) for split, metric in columns())]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        groups.setdefault(row.method, []).append(row)
+    return groups
 
 
-def write_csv(rows: list[Row], path: Path) -> None:
-    """Wide CSV with raw fractions in [0, 1]; empty where undefined."""
+def spread_table(rows: list[Row]) -> str:
+    """Mean ± sample standard deviation over the seeds, in percent, one row per method; a seed-free method's value
+    alone."""
+    body = [
+        [group[0].label, *(spread_cell([_value(row, split, metric) for row in group]) for split, metric in columns())]
+        for group in by_method(rows).values()
+    ]
+    return _table(["method", *_metric_head()], body)
+
+
+def seed_table(rows: list[Row]) -> str:
+    """Every run: a row per method and seed; ``any`` for a seed-free row."""
+    body = [
+        [row.label, "any" if row.seed is None else str(row.seed), *(percent(_value(row, s, m)) for s, m in columns())]
+        for row in rows
+    ]
+    return _table(["method", "seed", *_metric_head()], body)
+
+
+def _at_seeds(group: list[Row], seeds: list[int | None]) -> list[Row | None]:
+    """The group's row for each seed: its own, or the seed-free one; None where the group has neither."""
+    return [next((r for r in group if r.seed_free or r.seed == seed), None) for seed in seeds]
+
+
+def references(rows: list[Row]) -> list[str]:
+    """What each trained method is paired with: zero-shot (``zeroshot``, else the first untrained method) and
+    ``ueo``, those present."""
+    groups = by_method(rows)
+    zero_shot = ZERO_SHOT if ZERO_SHOT in groups else next((m for m, g in groups.items() if not g[0].trained), None)
+    return [name for name in dict.fromkeys([zero_shot, UEO]) if name in groups]
+
+
+def difference_table(rows: list[Row]) -> str:
+    """Each trained method minus each reference (:func:`references`, not itself), seed by seed: mean ± sample
+    standard deviation of the differences in percentage points and (seeds with a positive difference / seeds).
+    Empty without a trained method or a reference."""
+    groups = by_method(rows)
+    body = []
+    for method, group in groups.items():
+        if not group[0].trained:
+            continue
+        seeds = [row.seed for row in group]
+        for reference in references(rows):
+            if reference == method:
+                continue
+            paired = _at_seeds(groups[reference], seeds)
+            cells = []
+            for split, metric in columns():
+                ours = [_value(row, split, metric) for row in group]
+                theirs = [None if row is None else _value(row, split, metric) for row in paired]
+                cells.append(difference_cell(paired_differences(ours, theirs)))
+            body.append([group[0].label, reference, *cells])
+    return _table(["method", "minus", *_metric_head()], body) if body else ""
+
+
+SPREAD_CAPTION = (
+    "Percent, mean ± sample standard deviation over the training seeds {seeds}; (n=k): defined in k seeds only. "
+    "FPR95 is better when lower, the rest higher."
+)
+SEED_FREE_CAPTION = "{methods}: no training on loaded weights, run once: the same row for every seed."
+DIFFERENCE_CAPTION = (
+    "Paired by seed: the method minus the reference at the same seed, in percentage points, mean ± sample standard "
+    "deviation over the seeds, then (seeds where the difference is positive / seeds). Positive is better, except "
+    "for FPR95, where a positive difference means a higher FPR95 (worse)."
+)
+
+
+def seeds_report(rows: list[Row], seeds: list[int], per_seed: bool = True) -> str:
+    """The Markdown of a comparison over seeds: the spread table, the per-seed table (unless ``per_seed`` is
+    False: the console leaves it out) and the paired differences."""
+    caption = SPREAD_CAPTION.format(seeds=", ".join(map(str, seeds)))
+    seed_free = [method for method, group in by_method(rows).items() if group[0].seed_free]
+    if seed_free:
+        caption += " " + SEED_FREE_CAPTION.format(methods=", ".join(seed_free))
+    sections = [f"## Mean ± standard deviation over seeds\n\n{caption}\n\n{spread_table(rows)}"]
+    if per_seed:
+        sections.append(f"## Per seed\n\nPercent; seed `any`: the same for every seed.\n\n{seed_table(rows)}")
+    differences = difference_table(rows)
+    if differences:
+        sections.append(f"## Paired differences\n\n{DIFFERENCE_CAPTION}\n\n{differences}")
+    return "\n\n".join(sections)
+
+
+def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
+    """Wide CSV with raw fractions in [0, 1]; empty where undefined. With ``seeds``, a ``seed`` column (empty for a
+    seed-free row: it stands for every seed)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
+        seed_head = ["seed"] if seeds else []
+        writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
         for row in rows:
-            values = [row.metrics.get(split, {}).get(metric) for split, metric in columns()]
-            writer.writerow([row.method, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
+            seed = ["" if row.seed is None else row.seed] if seeds else []
+            values = [_value(row, split, metric) for split, metric in columns()]
+            writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
 
 
-def compare(base: list[str], methods: list[Path], out: Path, extra: list[str]) -> list[Row]:
-    """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``."""
+def compare(
+    base: list[str], methods: list[Path], out: Path, extra: list[str], seeds: list[int] | None = None
+) -> list[Row]:
+    """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``.
+
+    Args:
+        base: the base config files.
+        methods: the method overlays, one row each (per seed).
+        out: the folder of the runs and tables.
+        extra: arguments passed to every run.
+        seeds: training seeds; None runs each method once with the config's seed into ``out/<method>``. With
+            seeds, rows come per method and seed (a seed-free method's once), see the module docstring.
+    """
     missing = [str(p) for p in [*map(Path, base), *methods] if not p.is_file()]
     if missing:
         raise SystemExit(f"uft compare: config not found: {', '.join(missing)}")
+    if seeds is not None:
+        if any(arg.partition("=")[0] == "--seed_everything" for arg in extra):
+            raise SystemExit("uft compare: --seeds sets each run's --seed_everything; pass one or the other")
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise SystemExit(f"uft compare: --seeds needs distinct seeds, got {seeds}")
     with quiet_runs():
-        rows = sorted((run_method(base, method, out, extra) for method in methods), key=lambda row: row.trained)
+        if seeds is None:
+            rows = [run_method(base, method, out, extra) for method in methods]
+        else:
+            rows = [row for method in methods for row in run_seeds(base, method, out, extra, seeds)]
+    rows.sort(key=lambda row: row.trained)  # stable: zero-shot first, then methods and seeds in the given order
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(markdown_table(rows) + "\n")
-    write_csv(rows, out / "comparison.csv")
-    roc_overlay(rows, out / "roc_test.png")
+    if seeds is None:
+        (out / "comparison.md").write_text(markdown_table(rows) + "\n")
+        write_csv(rows, out / "comparison.csv")
+        roc_overlay(rows, out / "roc_test.png")
+    else:
+        (out / "comparison.md").write_text(seeds_report(rows, seeds) + "\n")
+        write_csv(rows, out / "comparison.csv", seeds=True)
+        for seed in seeds:
+            roc_overlay([r for r in rows if r.seed_free or r.seed == seed], out / f"seed{seed}" / "roc_test.png")
     return rows
 
 
@@ -155,6 +314,7 @@ def roc_overlay(rows: list[Row], path: Path, split: str = "test") -> Path | None
                 curves[row.label] = (result["ood"], known)
     if not curves:
         return None
+    path.parent.mkdir(parents=True, exist_ok=True)
     roc_figure(curves, f"{split} split: known vs unknown").savefig(path, dpi=110)
     return path
 
@@ -165,11 +325,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", type=Path, required=True, help="method overlays, one row each")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and tables")
     parser.add_argument("--title", default="", help="printed above the table (what the comparison is)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="training seeds: a run per method and seed, mean ± std and paired tables"
+    )
     args, extra = parser.parse_known_args(argv)
-    rows = compare(args.config, args.methods, args.out, extra)
-    written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "roc_test.png"))
+    rows = compare(args.config, args.methods, args.out, extra, args.seeds)
     title = "\n" + textwrap.fill(args.title, 116) if args.title else ""
-    print(f"{title}\n\n{markdown_table(rows)}\n\nwritten: {written}")
+    if args.seeds is None:
+        written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "roc_test.png"))
+        print(f"{title}\n\n{markdown_table(rows)}\n\nwritten: {written}")
+    else:
+        written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "seed*/roc_test.png"))
+        print(f"{title}\n\n{seeds_report(rows, args.seeds, per_seed=False)}\n\nwritten: {written}")
 
 
 if __name__ == "__main__":

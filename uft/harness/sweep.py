@@ -20,13 +20,13 @@ import argparse
 import csv
 import json
 import shlex
-import statistics
 import sys
 from pathlib import Path
 
 from uft.clip import CHECKOUT
 from uft.data.check import BENCHMARKS, LIST_FOLDER
 from uft.harness.compare import quiet_runs, run_method
+from uft.harness.spread import mean, percent
 
 CONFIGS = CHECKOUT / "configs"
 SETTINGS = ("closed", "partial", "open", "open_partial")
@@ -77,8 +77,7 @@ def gather(results: list[dict], out: Path, settings: list[str], methods: list[st
                     for r in results
                     if r["method"] == method and r["setting"] == setting
                 ]
-                values = [v for v in values if v is not None]
-                cells.append(f"{100 * statistics.fmean(values):.1f}" if values else "n/a")
+                cells.append(percent(mean(values)))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
