@@ -116,10 +116,9 @@ def test_predict_decides_with_the_threshold_validate_reports(shapes_dir, trained
     # The same arithmetic on the same images in the same process: the same float32 scores, the same threshold.
     assert torch.equal(scores, validated["ood"]) and validated["threshold"] == threshold
     assert reported["threshold"] == float(torch.tensor(threshold, dtype=torch.float32))  # logged as a float32
-    # Validate calls an image unknown when its score is below the threshold in float64 (OpenSetMetrics), predict in
-    # float32 (a tensor compared with a Python float): they agree unless a score rounds onto the threshold.
+    # Both call an image unknown when its score is below the threshold in float64 (OpenSetMetrics; predict casts its
+    # float32 score first, so a score within float32 rounding of the threshold is decided alike).
     ood = validated["ood"].double()
-    assert float((ood - threshold).abs().min()) > 2**-23 * threshold  # the case here: no score within an ulp of it
     assert unknown == (ood < threshold).nonzero().squeeze(1).tolist()
     assert 0 < len(unknown) < 42
     if share:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,7 +170,7 @@ def test_ueo_improves_the_shipped_clip_on_the_demo_world(tmp_path):
         row.metrics["test"]
         for row in compare([str(ROOT / "configs" / "demo.yaml")], methods, tmp_path, [*data, *recorded])
     )
-    # Measured on 2 CPU cores: zero-shot PACC 52.6, AUROC 54.7; UEO 65.9, 63.6. Targets of the demo (issue 4).
+    # Measured (any thread count): zero-shot PACC 52.6, AUROC 54.7; UEO 69.5, 61.3. Targets of the demo (issues 4, 20).
     assert 0.35 <= zero_shot["pacc"] <= 0.75 and zero_shot["auroc"] > 0.52  # informative but imperfect
     assert ueo["pacc"] >= zero_shot["pacc"] + 0.05 and ueo["auroc"] >= zero_shot["auroc"] + 0.05
     table = torch.load(record, weights_only=True)["table"]  # only the trained run records one; IM keeps none
@@ -176,3 +180,27 @@ def test_ueo_improves_the_shipped_clip_on_the_demo_world(tmp_path):
     assert table.shape == labels.shape and table.std() > 0
     # Measured: 0.597 (the zero-shot target AUROC of the same scores is 59.7).
     assert roc_auc_score((labels < 12).numpy(), table.numpy()) > 0.55
+
+
+@pytest.mark.slow
+def test_the_demo_table_does_not_move_with_the_thread_count(tmp_path):
+    """The demo's UEO row through the comparison runner with 1 and with 2 torch threads (OMP_NUM_THREADS), each in
+    its own process: every metric within 0.3 points. Float rounding differs between the two (other reduction
+    orders); at the demo's operating point it stays in the last digits of the parameters instead of growing into
+    points (SGD at 0.3, the earlier operating point, moved test PACC by 4 points). Measured: identical to the
+    digit."""
+    world = tmp_path / "world"  # the first run renders the demo's world into it, the second reads it
+    rows = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}"
+        configs = ["-c", str(ROOT / "configs/demo.yaml"), "--methods", str(ROOT / "configs/method/ueo.yaml")]
+        cmd = [sys.executable, "-m", "uft.harness.compare", *configs, "--out", str(out), f"--data.root={world}"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with (out / "comparison.csv").open() as handle:
+            (rows[threads],) = list(csv.DictReader(handle))
+    metrics = [key for key in rows[1] if "/" in key]
+    assert len(metrics) == 10 and all(rows[1][key] for key in metrics)  # every metric defined in open-partial
+    for key in metrics:
+        assert abs(float(rows[1][key]) - float(rows[2][key])) <= 0.003, (key, rows[1][key], rows[2][key])
