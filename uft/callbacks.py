@@ -159,13 +159,14 @@ class RunCheckpoint(ModelCheckpoint):
         last = self.last_path(trainer)
         if self._next_loss_seen(finite_through):
             return f"{last} holds step {self._saved_step}, the last saved state whose next loss was finite"
+        # An existence check: a missing file must not hide the divergence message behind a FileNotFoundError.
         if self._checked_step is not None:
-            if trainer.is_global_zero:
+            if trainer.is_global_zero and self.checked_path().exists():
                 os.replace(self.checked_path(), last)
             good, bad = "the last saved state whose next loss was finite", f"the one saved at step {self._saved_step}"
             return f"{last} holds step {self._checked_step} again, {good} ({bad} diverged)"
         aside = last.with_name(f"diverged{self.FILE_EXTENSION}")
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and last.exists():
             os.replace(last, aside)
         return f"no saved state led to a finite loss: {last} was moved to {aside.name}"
 
