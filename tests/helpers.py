@@ -118,13 +118,27 @@ class SlowSteps(Callback):
     process to ``<pid_dir>/rank<r>.pid`` when training starts, and rank 0 the number of finished steps to
     ``<pid_dir>/steps`` after each step.
 
+    With ``eval_seconds``, it also sleeps before every evaluation batch of ``fit``, and rank 0 writes the epoch to
+    ``<pid_dir>/evaluating`` when such an evaluation starts, so that a test can signal a run in the middle of one.
+
     Args:
         seconds: sleep per step.
         pid_dir: folder for the pid and step files.
+        eval_seconds: sleep per evaluation batch within ``fit``.
     """
 
-    def __init__(self, seconds: float = 0.5, pid_dir: str = ".") -> None:
-        self.seconds, self.pid_dir = seconds, pid_dir
+    def __init__(self, seconds: float = 0.5, pid_dir: str = ".", eval_seconds: float = 0.0) -> None:
+        self.seconds, self.pid_dir, self.eval_seconds = seconds, pid_dir, eval_seconds
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if self.eval_seconds and trainer.global_rank == 0 and trainer.state.fn == "fit":
+            partial = Path(self.pid_dir, "evaluating.part")
+            partial.write_text(str(trainer.current_epoch))
+            os.replace(partial, Path(self.pid_dir, "evaluating"))
+
+    def on_validation_batch_start(self, trainer, pl_module, *args) -> None:
+        if trainer.state.fn == "fit":
+            time.sleep(self.eval_seconds)
 
     def on_train_start(self, trainer, pl_module) -> None:
         Path(self.pid_dir, f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))

@@ -176,3 +176,25 @@ def test_fit_and_validate_from_python(shapes_dir):
     only_test = UFTModule(data.known_class_names, model_name="uft-tiny-vit", pretrained=None, eval_splits=["test"])
     with pytest.raises(InputError, match="evaluation splits"):
         trainer.validate(only_test, datamodule=data)
+
+
+@pytest.mark.parametrize("given, expected", [("1", 1), ("2", 2), ("1.0", 1.0), ("0.5", 0.5)])
+def test_batch_limits_keep_the_type_they_were_written_in(shapes_dir, tmp_path, given, expected):
+    """A whole number is a number of batches, a decimal a fraction (Lightning's Trainer alone reads 1 as 1.0: all)."""
+    limits = [f"--trainer.limit_{stage}_batches={given}" for stage in ("train", "val", "test", "predict")]
+    trainer = cli_main(demo_args(shapes_dir, tmp_path, *limits), run=False).trainer
+    for stage in ("train", "val", "test", "predict"):
+        value = getattr(trainer, f"limit_{stage}_batches")
+        assert value == expected and type(value) is type(expected)
+
+
+def test_limit_train_batches_1_trains_one_batch_an_epoch_and_resumes_at_the_next(shapes_dir, tmp_path):
+    """42 target images in batches of 16 are 2 batches an epoch; with the limit 1, each epoch trains one, and a
+    resumed run starts the next epoch (the loader's place after the cut epoch is the next epoch's start)."""
+    args = demo_args(shapes_dir, tmp_path, "--trainer.limit_train_batches=1", "--trainer.max_epochs=1")
+    assert cli_main(["fit", *args]).trainer.global_step == 1
+    cli = cli_main(["fit", *args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    assert (cli.trainer.global_step, cli.trainer.current_epoch) == (3, 3)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert (loader["epoch"], loader["batches_done"]) == (3, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import open_clip
 import pytest
@@ -227,3 +228,18 @@ def test_shared_prompt_context_runs_once_with_the_same_features_and_gradient(mod
     with torch.no_grad():
         wrong = encode_text_embeddings(model, prompts(length), prompts.tokens, length, shared_prefix=length - 1)
     assert not torch.allclose(wrong, full, atol=1e-3)
+
+
+def test_a_class_name_cut_at_the_text_context_warns_and_names_equal_after_the_cut_are_refused():
+    """The tiny CLIP reads 24 tokens: with "a photo of a" (4 context tokens) a name of 20 words is cut. A cut name
+    is a warning naming it and the context length; two names that differ only after the cut are an error."""
+    from uft.module import UFTModule
+
+    long = "very " * 20 + "long bird"
+    with pytest.warns(UserWarning, match=r"class name 'very very .*' is cut: .* longer than the 24 tokens"):
+        UFTModule(["cat", long], model_name=TINY, pretrained=None)
+    with pytest.raises(InputError, match=r"class names 'very .*bird' and 'very .*fish' give the same prompt once cut"):
+        UFTModule(["cat", long, long.replace("bird", "fish")], model_name=TINY, pretrained=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names that fit: no warning
+        UFTModule(["cat", "short bird"], model_name=TINY, pretrained=None)

@@ -86,18 +86,25 @@ def uninterrupted(shapes_dir, tmp_path_factory):
     return run
 
 
-def interrupt(args: list[str], root: Path, after_steps: int, signum: int, **env_extra: str) -> int:
-    """Start a slowed-down fit, send ``signum`` once rank 0 has finished ``after_steps`` steps (SIGKILL goes to
-    every process, as when a job is killed), wait for all processes to end; return the exit status."""
+def interrupt(
+    args: list[str], root: Path, after_steps: int, signum: int, evaluating: bool = False, **env_extra: str
+) -> int:
+    """Start a slowed-down fit, send ``signum`` once rank 0 has finished ``after_steps`` steps (with
+    ``evaluating``: and started the evaluation after them; SIGKILL goes to every process, as when a job is killed),
+    wait for all processes to end; return the exit status."""
     slow = ["--trainer.callbacks+=tests.helpers.SlowSteps", "--trainer.callbacks.seconds=0.3"]
+    if evaluating:
+        slow.append("--trainer.callbacks.eval_seconds=0.3")
     env = run_env(**env_extra)
     cmd = [sys.executable, "-m", "uft", *args, *slow, f"--trainer.callbacks.pid_dir={root}"]
     root.mkdir(parents=True, exist_ok=True)
+    for marker in ("steps", "evaluating"):  # of an earlier part of the run
+        (root / marker).unlink(missing_ok=True)
     with (root / "interrupted.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + RUN_TIMEOUT
-            while _steps_done(root) < after_steps:
+            while _steps_done(root) < after_steps or (evaluating and not (root / "evaluating").exists()):
                 assert proc.poll() is None, (root / "interrupted.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the run did not reach the step"
                 time.sleep(0.05)
@@ -179,6 +186,133 @@ def test_sigkill_mid_epoch_resumes_exactly(shapes_dir, tmp_path, uninterrupted, 
     assert len(list(cut.glob("rank*.pid"))) == LAUNCHES[launch][1]  # every process was running when killed
     fit(run_args(shapes_dir, cut, launch, optimizer, "resumed.pt", every_step, "--ckpt_path=last"))
     assert_resumed_exactly(full, cut, "resumed.pt", (launch, launch))
+
+
+def saved(root: Path) -> dict:
+    return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("second", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize("launch", ["single-device", "ddp-2"])
+def test_a_run_interrupted_twice_resumes_exactly(shapes_dir, tmp_path, uninterrupted, launch, second):
+    """Killed with SIGKILL in the evaluation at the end of the first epoch (after its last step was saved), resumed,
+    stopped again two steps later (SIGKILL, or SIGTERM, which saves the step it stops at), resumed to the end: the
+    run ends at the uninterrupted run's step with its parameters, losses and metrics. (Lightning's own counters
+    alone restarted the second epoch here: 16 steps instead of 15.)"""
+    cut = tmp_path / "cut"
+    full = uninterrupted(launch, "adamw")
+    every_step = "--checkpoint.every_n_train_steps=1"
+    first = run_args(shapes_dir, cut, launch, "adamw", "first.pt", every_step)
+    interrupt(first, cut, STEPS_PER_EPOCH, signal.SIGKILL, evaluating=True)
+    assert not (cut / "first.pt").exists()  # it really died
+    assert (cut / "evaluating").read_text() == "0"  # inside the first epoch's evaluation
+    first_save = saved(cut)
+    assert first_save["global_step"] == STEPS_PER_EPOCH and not first_save["uft_epoch_end"]  # before its epoch end
+    second_args = run_args(shapes_dir, cut, launch, "adamw", "second.pt", every_step, "--ckpt_path=last")
+    interrupt(second_args, cut, STEPS_PER_EPOCH + 2, second)
+    assert not (cut / "second.pt").exists()
+    step = saved(cut)["global_step"]
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH  # stopped inside the second epoch, after a step of it
+    fit(run_args(shapes_dir, cut, launch, "adamw", "resumed.pt", every_step, "--ckpt_path=last"))
+    record, whole = (
+        torch.load(root / name, weights_only=True) for root, name in ((cut, "resumed.pt"), (full, "record.pt"))
+    )
+    assert (record["world_size"], record["first_step"]) == (LAUNCHES[launch][1], step)
+    assert saved(cut)["global_step"] == len(whole["losses"]) == EPOCHS * STEPS_PER_EPOCH
+    assert record["indices"] == whole["indices"][step:]
+    torch.testing.assert_close(
+        torch.tensor(record["losses"]), torch.tensor(whole["losses"][step:]), rtol=0, atol=SAME_ATOL
+    )
+    for name, value in whole["params"].items():
+        torch.testing.assert_close(record["params"][name], value, rtol=0, atol=SAME_ATOL, msg=name)
+    for split in ("test", "target"):
+        assert metrics(cut)[split] == pytest.approx(metrics(full)[split], abs=1e-6)
+
+
+def test_a_run_stopped_in_its_final_evaluation_resumes_to_it_and_a_finished_run_is_refused(
+    shapes_dir, tmp_path, uninterrupted
+):
+    """Killed in the evaluation after its last step: `--ckpt_path last` evaluates (the metrics of the uninterrupted
+    run) and trains nothing; then the run is finished: `--ckpt_path last` is refused in one line, and `--fresh`
+    starts afresh (as it says) although `--ckpt_path last` is given."""
+    cut = tmp_path / "cut"
+    full = uninterrupted("single-device", "adamw")
+    every_step = "--checkpoint.every_n_train_steps=1"
+    last_step = EPOCHS * STEPS_PER_EPOCH
+    interrupt(
+        run_args(shapes_dir, cut, "single-device", "adamw", "killed.pt", every_step),
+        cut,
+        last_step,
+        signal.SIGKILL,
+        evaluating=True,
+    )
+    assert (cut / "evaluating").read_text() == str(EPOCHS - 1)
+    assert saved(cut)["global_step"] == last_step and not saved(cut)["uft_epoch_end"]
+    proc = uft(run_args(shapes_dir, cut, "single-device", "adamw", "resumed.pt", "--ckpt_path=last"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "finished training but was stopped before its final evaluation: evaluating" in proc.stderr + proc.stdout
+    assert not (cut / "resumed.pt").exists()  # no training ran
+    for split in ("test", "target"):
+        assert metrics(cut)[split] == pytest.approx(metrics(full)[split], abs=1e-6)
+    done = tmp_path / "done"  # a copy: other tests compare with the uninterrupted run
+    shutil.copytree(full, done)
+    fit(run_args(shapes_dir, done, "single-device", "adamw", "again.pt", "--ckpt_path=last", "--trainer.max_epochs=4"))
+    assert saved(done)["uft_epoch_end"] and saved(done)["global_step"] == last_step + STEPS_PER_EPOCH
+    proc = uft(
+        run_args(shapes_dir, done, "single-device", "adamw", "again.pt", "--ckpt_path=last", "--trainer.max_epochs=4")
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("uft: error:")]
+    assert errors == [
+        f"uft: error: {done / 'checkpoints' / 'last.ckpt'} holds a finished run (4 epochs, step "
+        f"{last_step + STEPS_PER_EPOCH}; trainer.max_epochs=4, max_steps=-1): nothing to resume; to train longer "
+        "raise --trainer.max_epochs, to start again use --fresh"
+    ], proc.stderr
+    proc = uft(run_args(shapes_dir, done, "single-device", "adamw", "fresh.pt", "--ckpt_path=last", "--fresh"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--fresh: starting a new run; --ckpt_path last is not used" in proc.stderr + proc.stdout
+    assert torch.load(done / "fresh.pt", weights_only=True)["first_step"] == 0
+
+
+def test_a_second_fit_into_a_running_fits_folder_is_refused_and_a_killed_fits_lock_taken_over(shapes_dir, tmp_path):
+    """While a fit runs, another into its folder (here resuming it) is refused in one line naming the first's
+    process; after the first is killed with SIGKILL, its lock is stale: the next fit (here a fresh one) takes it
+    over, says so, and removes it when it ends."""
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    lock = cut / "checkpoints" / "run.lock"
+    slow = ["--trainer.callbacks+=tests.helpers.SlowSteps", "--trainer.callbacks.seconds=0.3"]
+    args = [
+        *run_args(shapes_dir, cut, "single-device", "adamw", "first.pt", "--trainer.max_epochs=30"),  # 150 slow steps
+        *slow,
+        f"--trainer.callbacks.pid_dir={cut}",
+    ]
+    cmd = [sys.executable, "-m", "uft", *args]
+    with (cut / "first.log").open("w") as log:
+        first = subprocess.Popen(cmd, cwd=ROOT, env=run_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while _steps_done(cut) < 1:
+                assert first.poll() is None and time.monotonic() < deadline, (cut / "first.log").read_text()[-3000:]
+                time.sleep(0.05)
+            assert json.loads(lock.read_text())["pid"] == first.pid
+            resume = ["--ckpt_path=last", "--trainer.max_epochs=30"]
+            second = uft(run_args(shapes_dir, cut, "single-device", "adamw", "second.pt", *resume))
+            assert first.poll() is None  # the first still ran all along
+            first.kill()
+            first.wait(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("uft: error:")]
+    assert len(errors) == 1 and f"is in use by a fit that is still running (pid {first.pid} on " in errors[0], errors
+    assert not (cut / "second.pt").exists() and lock.exists()  # the killed fit left its lock
+    third = uft(run_args(shapes_dir, cut, "single-device", "adamw", "third.pt", "--fresh", "--trainer.max_epochs=1"))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"was left by a fit that no longer runs (pid {first.pid} on " in third.stderr + third.stdout
+    assert (cut / "third.pt").exists() and not lock.exists()
 
 
 def test_two_process_checkpoint_resumes_on_two_and_on_one(shapes_dir, tmp_path, uninterrupted):

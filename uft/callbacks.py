@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft.distributed import sum_over_processes
 from uft.errors import Diverged
+from uft.loop_progress import EPOCH_END_KEY, align_progress, batches_per_epoch, loader_state
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -67,6 +68,7 @@ class RunCheckpoint(ModelCheckpoint):
         self._stop_signal = 0
         self._saved_step: int | None = None  # of the state in last.ckpt, when this run wrote or resumed it
         self._checked_step: int | None = None  # of the state in checked.ckpt, written by this run
+        self._epoch_end = False  # whether the save being written is the one after the epoch's evaluation
 
     def checked_path(self) -> Path:
         """Where the last saved state whose next loss was seen finite is kept while ``last.ckpt`` holds a newer one
@@ -141,7 +143,37 @@ class RunCheckpoint(ModelCheckpoint):
         subprocess.run(["scontrol", "requeue", f"{job}_{task}" if task else job], check=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._save_last(trainer)
+        # Also when the epoch's last step was saved already: this save marks the epoch finished, evaluation included
+        # (a run stopped in its last evaluation resumes to that evaluation, one stopped after it has nothing to do).
+        self._epoch_end = True
+        try:
+            self._save_last(trainer)
+        finally:
+            self._epoch_end = False
+        # Lightning keeps a resumed run's "restarted mid-epoch" state past the epoch it resumed, and then starts the
+        # next epochs without counting or announcing them (`on_train_epoch_start`); from here on, epochs are new.
+        trainer.fit_loop.reset_restart_stage()
+
+    # ---------------------------------------------------------------- where the run is
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        state = loader_state(checkpoint)
+        if state is not None:
+            align_progress(checkpoint, self._epoch_batches(trainer, state))
+        checkpoint[EPOCH_END_KEY] = self._epoch_end
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        state = loader_state(checkpoint)
+        disagreed = align_progress(checkpoint, self._epoch_batches(trainer, state)) if state is not None else None
+        if disagreed and trainer.state.fn == "fit":
+            rank_zero_info(
+                f"uft: the checkpoint's loop counters disagreed with its training loader's place ({disagreed}; "
+                "written by an earlier uft): resuming at the loader's place"
+            )
+
+    @staticmethod
+    def _epoch_batches(trainer: Trainer, state: dict) -> int:
+        """The training batches an epoch of the saved run has: its loader's, cut by ``limit_train_batches``."""
+        return batches_per_epoch(state["num_samples"] // state["batch_size"], trainer.limit_train_batches)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pass  # saves happen at the end of the training epoch, never in the middle of an evaluation
@@ -181,7 +213,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     # ---------------------------------------------------------------- how to save
     def _save_last(self, trainer: Trainer) -> None:
-        if self._should_skip_saving_checkpoint(trainer):
+        again = self._epoch_end and self._last_global_step_saved == trainer.global_step
+        if self._should_skip_saving_checkpoint(trainer) and not (again and trainer.state.fn == "fit"):
             return
         module = trainer.lightning_module
         # Raises (the run stops) if the running step diverged; the state saved before becomes a checked one when

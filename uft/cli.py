@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft import config_files
@@ -22,7 +23,9 @@ from uft.callbacks import EvaluationFigures, MetricsJSON, PredictionCSV, RunChec
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
 from uft.errors import InputError, first_line
+from uft.loop_progress import EPOCH_END_KEY, batches_per_epoch, finished, loader_state, place
 from uft.module import UFTModule
+from uft.run_lock import RunLock, describe_owner
 
 # The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -66,9 +69,36 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).addFilter(_QuietLightning())
 
 
+class UFTTrainer(Trainer):
+    """Lightning's ``Trainer``, whose batch limits keep the type they were written in: ``Trainer`` declares them
+    ``float | int``, so the parser reads ``--trainer.limit_train_batches 1`` as 1.0, a fraction (the whole epoch),
+    where the user asked for one batch. Here a whole number is a number of batches, a decimal a fraction (``1.0``:
+    all). Everything else is ``Trainer``'s; see its arguments below."""
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
 class UFTCLI(LightningCLI):
     """LightningCLI with what the model learns from the data (known class names, evaluation split names) linked
     from the data module, never written twice."""
+
+    _evaluation_left: Path | None = None  # a finished run's checkpoint whose final evaluation was interrupted
+    _lock: RunLock | None = None  # of the run folder, held by a fit
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
@@ -120,10 +150,65 @@ class UFTCLI(LightningCLI):
             raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
+        self._take_lock()
+        try:
+            self._check_resume()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _check_resume(self) -> None:
         config = self.config[self.subcommand]
+        ckpt_path, fresh = config.get("ckpt_path"), config.get("fresh", False)
+        if fresh and ckpt_path is not None:
+            rank_zero_info(f"uft: --fresh: starting a new run; --ckpt_path {ckpt_path} is not used")
+            ckpt_path = self.config_init[self.subcommand]["ckpt_path"] = None
         checkpoint = self.trainer.checkpoint_callback
         if isinstance(checkpoint, RunCheckpoint):
-            check_run_folder(checkpoint.last_path(self.trainer), config.get("ckpt_path"), config.get("fresh", False))
+            last = checkpoint.last_path(self.trainer)
+            check_run_folder(last, ckpt_path, fresh)
+            if ckpt_path == "last" and last.exists():
+                ckpt_path = str(last)
+        if ckpt_path is not None and Path(ckpt_path).is_file() and evaluation_left(Path(ckpt_path), self.trainer):
+            self._evaluation_left = Path(ckpt_path)
+
+    def fit(self, model, **kwargs) -> None:
+        """``trainer.fit``, holding the run folder's lock (taken in ``before_fit``); for a run that finished training
+        but was stopped in its final evaluation, that evaluation."""
+        try:
+            self._fit(model, **kwargs)
+        finally:
+            self._release_lock()
+
+    def _take_lock(self) -> None:
+        """The run folder's lock (:mod:`uft.run_lock`), before anything reads or writes the folder."""
+        checkpoint = self.trainer.checkpoint_callback
+        folder = checkpoint.last_path(self.trainer).parent if isinstance(checkpoint, RunCheckpoint) else None
+        self._lock = RunLock(folder or self.trainer.default_root_dir, holder=rank_zero_only.rank == 0)
+        self._lock.acquire()
+        if self._lock.taken_over is not None:
+            owner = describe_owner(self._lock.taken_over)
+            rank_zero_info(f"uft: {self._lock.path} was left by a fit that no longer runs ({owner}): taking it over")
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _fit(self, model, **kwargs) -> None:
+        if self._evaluation_left is None:
+            self.trainer.fit(model, **kwargs)
+            return
+        rank_zero_info(
+            f"uft: {self._evaluation_left} finished training but was stopped before its final evaluation: evaluating"
+        )
+        self.trainer.validate(
+            model,
+            datamodule=kwargs.get("datamodule"),
+            ckpt_path=str(self._evaluation_left),
+            verbose=False,
+            weights_only=kwargs.get("weights_only"),
+        )
 
 
 def check_checkpoint_file(ckpt_path: str | None) -> None:
@@ -154,6 +239,26 @@ def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: s
         raise InputError(f"nothing to evaluate: trainer.{option} is 0")
 
 
+def evaluation_left(path: Path, trainer) -> bool:
+    """Whether the checkpoint at ``path`` has training left under the trainer's limits (``False``), only its final
+    evaluation (``True``), or nothing at all (refused: a finished run)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = loader_state(checkpoint)
+    if state is None:
+        return False
+    epoch_batches = batches_per_epoch(state["num_samples"] // state["batch_size"], trainer.limit_train_batches)
+    if not finished(checkpoint, epoch_batches, trainer.max_epochs, trainer.max_steps):
+        return False
+    if not checkpoint.get(EPOCH_END_KEY, False):
+        return True
+    epochs = place(state, epoch_batches)[0]
+    raise InputError(
+        f"{path} holds a finished run ({epochs} epochs, step {checkpoint.get('global_step')}; trainer.max_epochs="
+        f"{trainer.max_epochs}, max_steps={trainer.max_steps}): nothing to resume; to train longer raise "
+        "--trainer.max_epochs, to start again use --fresh"
+    )
+
+
 def check_run_folder(last: Path, ckpt_path: str | None, fresh: bool) -> None:
     """One ``last.ckpt`` per run folder: a new fit never silently starts beside (or over) an earlier run."""
     if ckpt_path == "last" and not last.exists():
@@ -173,6 +278,7 @@ def cli_main(args: list[str] | None = None, run: bool = True, print_table: bool 
     return UFTCLI(
         UFTModule,
         TargetDataModule,
+        trainer_class=UFTTrainer,
         args=config_files.expand_includes(sys.argv[1:] if args is None else list(args)),
         run=run,
         save_config_kwargs={"overwrite": True},

@@ -262,3 +262,14 @@ def tokenizer_of(model_name: str):
 def tokenize(model_name: str, texts: list[str]) -> Tensor:
     """Token ids of ``texts`` with open_clip's tokenizer for ``model_name``."""
     return tokenizer_of(model_name)(texts)
+
+
+def cut_texts(model_name: str, texts: list[str]) -> tuple[list[int], int | None]:
+    """Which of ``texts`` are longer than the text context of ``model_name`` (the tokenizer cuts them there, keeping
+    the end-of-text token), and that context length; ``([], None)`` for a tokenizer that does not say (Hugging Face
+    tokenizers)."""
+    tokenizer = tokenizer_of(model_name)
+    length, encode = getattr(tokenizer, "context_length", None), getattr(tokenizer, "encode", None)
+    if length is None or encode is None:
+        return [], None
+    return [i for i, text in enumerate(texts) if len(encode(text)) + 2 > length], length  # + start, end of text

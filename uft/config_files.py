@@ -8,6 +8,8 @@ A run config states only what is its own and lists the shared pieces, each writt
 
 Each ``-c FILE`` on the command line becomes ``-c`` of every file it includes (depth first, paths relative to the
 including file), then ``-c FILE``: later files override single keys of earlier ones, as several ``-c`` always do.
+Every file, given or included, is read as YAML here first, so broken YAML (a tab, an unclosed bracket) is reported
+as ``FILE:LINE:COLUMN: problem`` rather than as jsonargparse's ``"<unicode string>", line 3``, which names no file.
 """
 
 from __future__ import annotations
@@ -22,14 +24,40 @@ from uft.errors import InputError
 KEY = "include"
 
 
+def load(path: Path) -> object:
+    """A config file's YAML; broken YAML is an :class:`~uft.errors.InputError` naming the file, line and column
+    (jsonargparse's own message names neither: it parses the text, not the file)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, byte = raw[: err.start].count(b"\n") + 1, raw[err.start]
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {byte:#04x}); save the file as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(describe_yaml_error(path, err)) from None
+
+
+def describe_yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """``path:line:column: problem`` (1-based, as editors count), with where the broken construct started."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    if problem.startswith("found character '\\t' that cannot start any token"):
+        problem = "a tab (YAML indents with spaces)"
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    # An unclosed bracket or quote is found where the parser gave up; the line to fix is where it was opened.
+    if context and start and mark and (start.line, start.column) != (mark.line, mark.column):
+        problem += f" ({context} started at line {start.line + 1}, column {start.column + 1})"
+    return f"{where}: {problem}"
+
+
 def included_files(path: Path, _seen: tuple[Path, ...] = ()) -> list[Path]:
     """``path`` after every file it includes (recursively), in the order they apply."""
     if not path.is_file():
         return [path]  # jsonargparse reports a missing config file, or reads the text as YAML
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return [path]  # jsonargparse says where the YAML is broken
+    content = load(path)
     includes = content.get(KEY) if isinstance(content, dict) else None
     if includes is None:
         return [path]

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from uft.clip import (
+    cut_texts,
     encode_text_embeddings,
     encode_tokens,
     load_clip,
@@ -35,6 +36,7 @@ TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confid
 TABLE_SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
 SCHEDULE_KEY = "uft_schedule_steps"  # the number of optimiser steps the default cosine schedule was planned over
 IDENTITY_KEY = "uft_model_identity"  # what a checkpoint's parameters only make sense with
+TARGETS_KEY = "uft_target_keys"  # which target list (paths, order, labels) the run trains on
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
@@ -121,6 +123,7 @@ class UFTModule(LightningModule):
             class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
         )
         self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
+        check_prompt_lengths(model_name, class_names, self.prompts)
         self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
@@ -149,6 +152,7 @@ class UFTModule(LightningModule):
         self._any_excluded = False  # whether `_excluded` holds any, known on the host
         self._batch_marked = False  # whether the current batch holds an unreadable image, read on the host
         self._frozen_text: Tensor | None = None
+        self._target_keys: Tensor | None = None  # of the target list trained on (`TargetData.target_keys`)
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
         # Evaluation deals whole batches to processes: a small split can leave a process without any.
@@ -231,6 +235,7 @@ class UFTModule(LightningModule):
             self._excluded = torch.zeros(data.num_target_samples, dtype=torch.bool, device=self.device)
             self._excluded[data.skipped_indices("target")] = True
             self._any_excluded = bool(data.skipped_indices("target"))
+            self._check_targets(data)
         if not self.objective.needs_table:
             return
         data = self._target_data()
@@ -254,6 +259,25 @@ class UFTModule(LightningModule):
                 f"target set now has {data.num_target_samples}: resume with the data the run started with"
             )
         self.target_table = self.target_table.to(self.device)
+
+    def _check_targets(self, data: TargetData) -> None:
+        """A resumed run trains on the target list it started with: its per-sample table and its place in the epoch
+        are by sample index, so another list of the same size would silently give each image another's weights."""
+        keys = data.target_keys()
+        saved, self._target_keys = self._target_keys, keys
+        if saved is None or torch.equal(saved, keys):
+            return
+        if len(saved) != len(keys):
+            raise InputError(
+                f"the checkpoint was trained on {len(saved)} target images but the target set now has {len(keys)}: "
+                "resume with the data the run started with"
+            )
+        first = int((saved != keys).nonzero()[0])
+        raise InputError(
+            f"the target list differs from the one the checkpoint was trained on, first at sample {first}: now "
+            f"{data.describe_target(first)}; resume with the list the run started with (the same images, order and "
+            "labels), or start afresh with --fresh"
+        )
 
     def _prepare_table(self, cosine: Tensor, labels: Tensor | None) -> Tensor:
         """The objective's per-sample table from the readable samples only (a table may depend on all rows, e.g.
@@ -559,6 +583,8 @@ class UFTModule(LightningModule):
         if self._schedule_steps is not None:
             checkpoint[SCHEDULE_KEY] = self._schedule_steps
         checkpoint[IDENTITY_KEY] = self.identity()
+        if self._target_keys is not None:
+            checkpoint[TARGETS_KEY] = self._target_keys
 
     def identity(self) -> dict:
         """What the trained parameters only make sense with: architecture, pretrained weights (a hash for local
@@ -597,6 +623,25 @@ class UFTModule(LightningModule):
         self.target_table = checkpoint.get(TABLE_KEY)
         self._table_source = checkpoint.get(TABLE_SOURCE_KEY)
         self._planned_steps = checkpoint.get(SCHEDULE_KEY)
+        self._target_keys = checkpoint.get(TARGETS_KEY)
+
+
+def check_prompt_lengths(model_name: str, class_names: list[str], prompts: PromptLearner) -> None:
+    """A class prompt longer than the text context is cut there by the tokenizer: each such name is a warning, and
+    two names whose prompts are the same after the cut (the model could not tell them apart) are an error."""
+    cut, length = cut_texts(model_name, prompts.texts)
+    for i in cut:
+        rank_zero_warn(
+            f"class name {class_names[i]!r} is cut: its prompt (with {prompts.n_ctx} context tokens) is longer than "
+            f"the {length} tokens of {model_name}'s text context; the words after the cut are not read"
+        )
+        for j in range(len(class_names)):
+            if j != i and torch.equal(prompts.tokens[i], prompts.tokens[j]):
+                raise InputError(
+                    f"class names {class_names[min(i, j)]!r} and {class_names[max(i, j)]!r} give the same prompt "
+                    f"once cut at the {length} tokens of {model_name}'s text context: shorten them so that they "
+                    "differ early"
+                )
 
 
 def _short(value) -> str:

@@ -42,7 +42,8 @@ class PromptLearner(nn.Module):
         if n_ctx < 1:
             raise ValueError(f"ctx_init must contain at least one token, got {ctx_init!r}")
         placeholder = " ".join(["X"] * n_ctx)
-        tokens = tokens_of([class_prompt(placeholder, name) for name in class_names])
+        self.texts = [class_prompt(placeholder, name) for name in class_names]  # the context as placeholder words
+        tokens = tokens_of(self.texts)
         with torch.no_grad():
             self.ctx = nn.Parameter(token_embedding(init_tokens[None])[0, 1 : 1 + n_ctx].clone())
             embedded = token_embedding(tokens)

@@ -620,6 +620,35 @@ def _trained_checkpoint(tmp_path: Path, data: Path) -> Path:
     return tmp_path / "trained" / "checkpoints" / "last.ckpt"
 
 
+def _changed_target_list(tmp_path: Path, data: Path, change) -> list[str]:
+    """A checkpoint trained on the shapes target list, and a copy of that list of the same size that ``change``
+    altered: resuming the checkpoint on it must be refused."""
+    ckpt = _trained_checkpoint(tmp_path, data)
+    lines = (data / "target.txt").read_text().splitlines()
+    listing = tmp_path / "changed.txt"
+    listing.write_text("\n".join(change(lines)) + "\n")
+    return [f"--data.train_list={listing}", f"--ckpt_path={ckpt}"]
+
+
+_OTHER_LIST = "the target list differs from the one the checkpoint was trained on, first at sample"
+
+
+def _case_target_list_reordered(tmp_path, data):
+    args = _changed_target_list(tmp_path, data, lambda lines: [lines[1], lines[0], *lines[2:]])
+    return args, [f"{_OTHER_LIST} 0: now images/circle/target_001.png (label 0)"]
+
+
+def _case_target_image_replaced(tmp_path, data):
+    test_image = "images/circle/test_000.png 0"  # another image of the same class
+    args = _changed_target_list(tmp_path, data, lambda lines: [*lines[:3], test_image, *lines[4:]])
+    return args, [f"{_OTHER_LIST} 3: now images/circle/test_000.png (label 0)", "or start afresh with --fresh"]
+
+
+def _case_target_label_edited(tmp_path, data):
+    args = _changed_target_list(tmp_path, data, lambda lines: [*lines[:2], lines[2].replace(" 0", " 1"), *lines[3:]])
+    return args, [f"{_OTHER_LIST} 2: now images/circle/target_002.png (label 1)"]
+
+
 def _case_checkpoint_of_another_model(tmp_path, data):
     ckpt = _trained_checkpoint(tmp_path, data)
     return (
@@ -701,6 +730,9 @@ def _case_unlabeled_data_without_test_list(tmp_path, data):
         _case_recipe_root_typo,
         _case_missing_weights,
         _case_checkpoint_of_another_model,
+        _case_target_list_reordered,
+        _case_target_image_replaced,
+        _case_target_label_edited,
         _case_checkpoint_of_other_classes,
         _case_truncated_checkpoint,
         _case_zero_byte_checkpoint,

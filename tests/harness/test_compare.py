@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import open_clip
@@ -11,7 +15,8 @@ import torch
 
 from uft.cli import cli_main
 from uft.errors import InputError
-from uft.harness.compare import Row, compare, difference_table, seed_table, spread_table
+from uft.harness import compare as runner
+from uft.harness.compare import Row, compare, difference_table, main, seed_table, spread_table
 from uft.harness.spread import difference_cell, mean, paired_differences, positive_count, spread_cell
 
 from ..conftest import ROOT, TINY, demo_args
@@ -107,9 +112,6 @@ def test_zero_shot_configs_refuse_to_train(shapes_dir, tmp_path):
 def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
     """The runner as a user runs it: one line per method, then the table; no Lightning banners, tips, summaries
     or per-dataloader columns; a ROC picture of every method that PIL opens."""
-    import subprocess
-    import sys
-
     from PIL import Image
 
     methods = [str(ROOT / "configs" / "method" / f"{m}.yaml") for m in ("zeroshot", "ueo", "im")]
@@ -189,7 +191,7 @@ def test_seeds_of_zero_shot_on_random_weights_run_per_seed(shapes_dir, tmp_path)
     rows = compare([BASE], zero_shot, tmp_path, overrides(shapes_dir), seeds=[0, 1])
     assert [(r.seed, r.seed_free, r.trained) for r in rows] == [(0, False, False), (1, False, False)]
     assert all((tmp_path / f"seed{s}" / "zeroshot").is_dir() for s in (0, 1))
-    with pytest.raises(SystemExit, match="pass one or the other"):
+    with pytest.raises(InputError, match="pass one or the other"):
         compare([BASE], zero_shot, tmp_path / "refused", ["--seed_everything=3"], seeds=[0, 1])
     assert not (tmp_path / "refused").exists()
 
@@ -229,3 +231,171 @@ def test_runner_over_seeds_trains_each_seed_and_tests_zero_shot_once(shapes_dir,
         ("im", "1"),
     ]
     assert all((out / f"seed{s}" / "roc_test.png").is_file() for s in (0, 1))
+
+
+# --- refused before the first run, in one line ---------------------------------------------------------------------
+
+METHOD = ROOT / "configs" / "method"
+
+
+def _case_class_path_typo(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  objective:\n    class_path: uft.objectives.UEOO\n")
+    return ["--methods", str(METHOD / "zeroshot.yaml"), str(typo)], [
+        f"method typo ({typo}): model.objective: uft.objectives.UEOO does not exist; did you mean uft.objectives.UEO"
+    ]
+
+
+def _case_yaml_syntax(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  objective: [null\n")
+    return ["--methods", str(METHOD / "zeroshot.yaml"), str(broken)], [f"method broken: {broken}:3:"]
+
+
+def _case_tab_in_a_base_config(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("trainer:\n\tmax_epochs: 1\n")
+    # the base config's own mistake: no method is named
+    return ["-c", str(base), "--methods", str(METHOD / "zeroshot.yaml")], [f"error: {base}:2:1: a tab (YAML indents"]
+
+
+def _case_missing_method_file(tmp_path):
+    return ["--methods", str(METHOD / "zeroshot.yaml"), "nope.yaml"], ["config file not found: nope.yaml"]
+
+
+def _case_two_methods_one_name(tmp_path):
+    copy = tmp_path / "ueo.yaml"
+    copy.write_text((METHOD / "ueo.yaml").read_text())
+    return ["--methods", str(METHOD / "ueo.yaml"), str(copy)], [f"methods {METHOD / 'ueo.yaml'} and {copy} have one"]
+
+
+def _case_out_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("mine\n")
+    return ["--methods", str(METHOD / "zeroshot.yaml")], [f"--out {tmp_path / 'out'} is a file"]
+
+
+def _case_no_methods(tmp_path):
+    return [], ["the following arguments are required: --methods"]
+
+
+def _case_seeds_repeated(tmp_path):
+    return ["--methods", str(METHOD / "ueo.yaml"), "--seeds", "1", "1"], ["--seeds needs distinct seeds, got [1, 1]"]
+
+
+def _case_seeds_not_a_number(tmp_path):
+    return ["--methods", str(METHOD / "ueo.yaml"), "--seeds", "one"], ["argument --seeds: invalid int value: 'one'"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _case_class_path_typo,
+        _case_yaml_syntax,
+        _case_tab_in_a_base_config,
+        _case_missing_method_file,
+        _case_two_methods_one_name,
+        _case_out_is_a_file,
+        _case_no_methods,
+        _case_seeds_repeated,
+        _case_seeds_not_a_number,
+    ],
+    ids=lambda f: f.__name__[len("_case_") :],
+)
+def test_runner_refuses_bad_input_in_one_line_before_the_first_run(shapes_dir, tmp_path, capsys, case):
+    """Every method is checked first: a bad one, even the last, ends the runner with one line naming it before the
+    methods ahead of it have run; nothing is written (an --out file stays as it was)."""
+    args, fragments = case(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as stop:
+        main(["-c", BASE, "--out", str(tmp_path / "out"), *args, *overrides(shapes_dir)])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("uft: error: ")
+    for fragment in fragments:
+        assert fragment in captured.err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def _fake_run(base, method, out, extra, seed=None):
+    """A method's row without training or testing: the tables are what these tests write."""
+    return Row(method.stem, False, {"test": {"pacc": 0.5}}, trained=method.stem != "zeroshot", seed=seed)
+
+
+def _full_disk(real_open):
+    """``Path.open`` on a disk that fills up: a file opened for writing takes half of what is written, then fails."""
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def opened(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return Full(handle) if "w" in mode else handle
+
+    return opened
+
+
+def _read_only(real_open):
+    """``Path.open`` in a read-only folder: opening a file for writing fails (root ignores chmod, so it is faked)."""
+
+    def opened(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    return opened
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"), [(_full_disk, "No space left on device"), (_read_only, "Read-only")], ids=["full", "read-only"]
+)
+def test_tables_are_written_whole_or_not_at_all(shapes_dir, tmp_path, capsys, monkeypatch, fault, reason):
+    """A table that cannot be written is one line naming it; no half-written file is left, and the earlier
+    comparison's table stays as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "comparison.md").write_text("an earlier comparison\n")
+    monkeypatch.setattr(runner, "run_method", _fake_run)
+    monkeypatch.setattr(Path, "open", fault(Path.open))
+    methods = [str(METHOD / "zeroshot.yaml"), str(METHOD / "ueo.yaml")]
+    with pytest.raises(SystemExit) as stop:
+        main(["-c", BASE, "--out", str(out), "--methods", *methods, *overrides(shapes_dir)])
+    assert stop.value.code == 2
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.startswith(f"uft: error: cannot write {out / 'comparison.md'}: ") and reason in err
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md"]  # no temporary file, no comparison.csv
+    assert (out / "comparison.md").read_text() == "an earlier comparison\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "run_method", _fake_run)
+    main(["-c", BASE, "--out", str(out), "--methods", *methods, *overrides(shapes_dir)])
+    assert "| zeroshot | " in (out / "comparison.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md"]
+
+
+@pytest.mark.slow
+def test_runner_as_a_program_checks_the_last_method_before_running_the_first(shapes_dir, tmp_path):
+    """``python -m uft.harness.compare`` with a mistyped class path in its last method: one line, exit status 2, no
+    traceback, and the first method never ran."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  objective:\n    class_path: uft.objectives.UEOO\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "uft.harness.compare", "-c", BASE, "--out", str(out)]
+    cmd += ["--methods", str(METHOD / "zeroshot.yaml"), str(typo), *overrides(shapes_dir)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"uft: error: method typo ({typo}): model.objective: uft.objectives.UEOO does not exist; did you mean "
+        "uft.objectives.UEO or uft.objectives.UEOOracle?"
+    ]
+    assert proc.stdout == "" and not out.exists()

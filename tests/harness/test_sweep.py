@@ -52,6 +52,68 @@ def test_sweep_runs_domains_settings_methods_then_skips_and_gathers(tmp_path, ca
     assert "uft compare:" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "99"], "--only 99: the plan has 8 runs, indices 0 to 7"),
+        (["--only", "-1"], "--only -1: the plan has 8 runs, indices 0 to 7"),  # not the last run
+        (["--only", "x"], "argument --only: invalid int value: 'x'"),
+        (["--only", "0", "--slurm"], "--slurm writes one task per index of the plan; leave out --only"),
+        (["--methods", "ueo", "ueoo", "--slurm"], "unknown method 'ueoo': expected names in "),
+        (["--domains", "Art", "Artt", "--slurm"], "unknown domain 'Artt' of officehome: expected one of Art, Clipart,"),
+        (["--domains", "Art", "art", "--slurm"], "--domains names Art more than once"),
+        (["--settings", "closed", "shut", "--slurm"], "argument --settings: invalid choice: 'shut'"),
+        (
+            ["--model.objective.class_path=uft.objectives.UEOO", "--slurm"],
+            "method zeroshot (",  # every run's configuration is parsed before a task exists
+        ),
+    ],
+)
+def test_sweep_refuses_bad_input_in_one_line_before_running_or_writing_a_script(tmp_path, capsys, args, message):
+    base = ["officehome", str(tmp_path), "--out", str(tmp_path / "out"), "--domains", "Art", "Clipart"]
+    with pytest.raises(SystemExit) as stop:
+        main([*base, "--settings", "closed", "open", "--methods", "zeroshot", "ueo", *args])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("uft: error: ") and message in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["officehom", "data", "--out", "out"], "argument dataset: invalid choice: 'officehom' (choose from"),
+        (["officehome", "missing", "--out", "out"], "dataset root not found: missing"),
+        (["officehome", "."], "the following arguments are required: --out"),
+        (["officehome", ".", "--out", "taken.txt"], "--out taken.txt is a file: pass a folder"),
+    ],
+)
+def test_sweep_refuses_a_bad_dataset_root_or_out_in_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.txt").write_text("mine\n")
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"uft: error: {message}")
+    assert (tmp_path / "taken.txt").read_text() == "mine\n"
+
+
+def test_sweep_runs_from_any_folder(tmp_path, monkeypatch):
+    """Configs and class names are the checkout's; the dataset and --out are the user's, relative to the current
+    folder."""
+    fake_tree(tmp_path / "officehome", "officehome")
+    check("officehome", tmp_path / "officehome", verify=False)
+    monkeypatch.chdir(tmp_path)
+    main(
+        ["officehome", "officehome", "--out", "sweep", "--domains", "real_world", "--settings", "open"]
+        + ["--methods", "zeroshot", "--only", "0", *TINY]
+    )
+    result = json.loads((tmp_path / "sweep" / "Real_World" / "open" / "zeroshot" / "result.json").read_text())
+    assert result["domain"] == "Real World" and result["metrics"]["test"]["samples"] == 65
+
+
 def test_slurm_script_has_one_task_per_run():
     runs = plan("officehome", ["Art", "Clipart"], ["closed", "open"], ["zeroshot", "ueo", "im"])
     assert len(runs) == 12 and runs[0] == ("Art", "closed", "zeroshot") and runs[-1] == ("Clipart", "open", "im")

@@ -29,6 +29,14 @@ class TargetData(Protocol):
         over all processes together, every sample exactly once."""
         ...
 
+    def target_keys(self) -> Tensor:
+        """One int64 key per target sample (its path and label), by sample index: equal keys, the same list."""
+        ...
+
+    def describe_target(self, index: int) -> str:
+        """Target sample ``index`` for a message: its path, and its label where it has one."""
+        ...
+
     def target_labels(self) -> Tensor:
         """Labels of the target set by sample index. Read by evaluation and oracle objectives only."""
         ...

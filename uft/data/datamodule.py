@@ -22,6 +22,7 @@ from uft.data.lists import (
     read_class_names,
     read_list_file,
     resolve_domain,
+    sample_keys,
     scan_image_folder,
 )
 from uft.data.recipes import DataRecipe
@@ -201,6 +202,15 @@ class TargetDataModule(LightningDataModule):
         if not self.target_labeled:
             raise InputError("the target data has no labels")
         return torch.tensor([s.label for s in self.target_samples])
+
+    def target_keys(self) -> Tensor:
+        """One int64 key per target sample (its path and label), by sample index: a checkpoint keeps them, and a
+        resume on another list (an image replaced, the order changed, a label edited) is refused."""
+        return torch.tensor(sample_keys(self.target_samples), dtype=torch.int64)
+
+    def describe_target(self, index: int) -> str:
+        sample = self.target_samples[index]
+        return sample.path if sample.label == UNLABELED else f"{sample.path} (label {sample.label})"
 
     def _eval_samples(self) -> dict[str, list[Sample]]:
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}

@@ -139,3 +139,13 @@ def holdout_mask(samples: list[Sample], fraction: float, seed: int) -> list[bool
         return int.from_bytes(digest[:8], "big") / 2**64
 
     return [draw(s.path) < fraction for s in samples]
+
+
+def sample_keys(samples: list[Sample]) -> list[int]:
+    """One 64-bit key per sample, from its path and label, in list order: two lists with equal keys hold the same
+    images in the same order with the same labels (a checkpoint keeps them to refuse another target list)."""
+    keys = []
+    for sample in samples:
+        digest = hashlib.blake2b(f"{sample.path}\t{sample.label}".encode(), digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "big", signed=True))
+    return keys

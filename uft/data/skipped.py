@@ -19,22 +19,24 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from uft.data.decode import decode_rgb
 from uft.errors import InputError, first_line
 
-# What PIL and the file system raise for a missing, zero-byte, truncated, corrupt or foreign file.
+# What PIL and the file system raise for a missing, zero-byte, truncated, corrupt or foreign file, and what
+# decoding raises for an image without a mapping to 8-bit RGB (UninterpretableImage is a ValueError) or too large.
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def read_rgb(file: str | Path | IO[bytes]) -> Image.Image:
-    """The image in ``file`` (a path or an open binary file), fully decoded, as RGB (a truncated file fails here,
-    not later)."""
-    with Image.open(file) as img:
-        return img.convert("RGB")
+    """The image in ``file`` (a path or an open binary file), fully decoded, as 8-bit RGB the way a viewer shows it
+    (a truncated file fails here, not later): upright by its EXIF orientation, 16-bit and float images scaled by
+    their range, transparent parts white. See :mod:`uft.data.decode` for the rules."""
+    return decode_rgb(file)
 
 
 def unreadable_reason(file: str | Path | IO[bytes]) -> str | None:
     """Why the image in ``file`` (a path or an open binary file) cannot be read, in a few words; ``None`` when it
-    can."""
+    can. It decodes with :func:`read_rgb`, so the two agree on every image."""
     try:
         read_rgb(file)
     except UNREADABLE as err:

@@ -24,6 +24,10 @@ paired tables::
         --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/im.yaml
 
 Arguments it does not know (``--trainer.max_epochs=5``) are passed to every run.
+
+Before the first run every method's configuration is parsed as its run will parse it (without building the model),
+so a mistyped class path, key or value, or broken YAML, in any method ends the runner with one ``uft: error:`` line
+naming the method and its file, before any method has spent its time. The tables are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -31,16 +35,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import logging
 import math
+import os
+import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+from unittest import mock
 
 import torch
+from jsonargparse import ArgumentError
 
-from uft.cli import cli_main
+import uft.cli
+from uft.cli import UFTCLI, cli_main, describe_argument_error
+from uft.config_files import expand_includes
+from uft.errors import InputError
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
@@ -68,6 +82,54 @@ def quiet_runs():
         logger.removeFilter(quiet)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`~uft.errors.InputError` (``main`` prints one line) instead of the
+    usage followed by the error."""
+
+    def error(self, message: str):
+        raise InputError(message)
+
+
+class _ParseOnly(UFTCLI):
+    """The CLI that :func:`~uft.cli.cli_main` builds, stopped after parsing: the model (and its CLIP) is not built."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def check_method(args: list[str], method: Path) -> None:
+    """Parse one run's arguments (:func:`run_args`) exactly as :func:`run_method` will, without building anything:
+    a bad config is an :class:`~uft.errors.InputError` naming the method and its file."""
+    # cli_main itself, with its includes, parser settings and defaults, so the check cannot drift from the run; only
+    # the class it builds is swapped for one that parses and stops.
+    try:
+        with mock.patch.object(uft.cli, "UFTCLI", _ParseOnly):
+            cli_main(args, run=False, print_table=False)
+        return
+    except ArgumentError as err:
+        problem = describe_argument_error(err)
+    except InputError as err:
+        problem = str(err)
+    where = "" if str(method) in problem else f" ({method})"
+    raise InputError(f"method {method.stem}{where}: {problem}")
+
+
+def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """``write`` into a temporary file beside ``path``, then rename it to ``path``: a full disk or a read-only folder
+    leaves no half-written table (and an earlier one intact), and is an :class:`~uft.errors.InputError` naming the
+    path."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") if binary else temporary.open("w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(temporary, path)
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
 @dataclass
 class Row:
     """One method's final metrics: split -> metric -> value (None where undefined)."""
@@ -85,18 +147,22 @@ class Row:
         return f"{self.method} (oracle: uses labels)" if self.uses_labels else self.method
 
 
-def run_method(base: list[str], method: Path, out: Path, extra: list[str], seed: int | None = None) -> Row:
-    """Train (when the configured model has an objective) and test one method; its logs and checkpoints go to
-    ``out/<method name>``. ``seed``, when given, is the run's ``--seed_everything``."""
-    root = out / method.stem
+def run_args(base: list[str], method: Path, out: Path, extra: list[str], seed: int | None = None) -> list[str]:
+    """The CLI arguments of one method's run into ``out/<method name>``."""
     configs = [arg for config in [*base, str(method)] for arg in ("-c", config)]
     # One line per method on the console: no progress bars, summaries or per-run tables inside the runner. No
     # per-epoch validation: the row is the last checkpoint's test.
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     seeded = [] if seed is None else [f"--seed_everything={seed}"]
-    args = [*configs, f"--trainer.default_root_dir={root}", "--trainer.limit_val_batches=0", *quiet, *extra, *seeded]
+    root = f"--trainer.default_root_dir={out / method.stem}"
+    return [*configs, root, "--trainer.limit_val_batches=0", *quiet, *extra, *seeded]
+
+
+def run_method(base: list[str], method: Path, out: Path, extra: list[str], seed: int | None = None) -> Row:
+    """Train (when the configured model has an objective) and test one method; its logs and checkpoints go to
+    ``out/<method name>``. ``seed``, when given, is the run's ``--seed_everything``."""
     start = time.monotonic()
-    cli = cli_main(args, run=False, print_table=False)
+    cli = cli_main(run_args(base, method, out, extra, seed), run=False, print_table=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trained = model.objective is not None
     # Testing loaded weights draws nothing at random; random weights (pretrained empty) are the seed's draw.
@@ -247,14 +313,46 @@ def seeds_report(rows: list[Row], seeds: list[int], per_seed: bool = True) -> st
 def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
     """Wide CSV with raw fractions in [0, 1]; empty where undefined. With ``seeds``, a ``seed`` column (empty for a
     seed-free row: it stands for every seed)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        seed_head = ["seed"] if seeds else []
-        writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
-        for row in rows:
-            seed = ["" if row.seed is None else row.seed] if seeds else []
-            values = [_value(row, split, metric) for split, metric in columns()]
-            writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
+    handle = io.StringIO()
+    writer = csv.writer(handle)
+    seed_head = ["seed"] if seeds else []
+    writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
+    for row in rows:
+        seed = ["" if row.seed is None else row.seed] if seeds else []
+        values = [_value(row, split, metric) for split, metric in columns()]
+        writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
+    write_atomic(path, lambda f: f.write(handle.getvalue()))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text))
+
+
+def check_inputs(
+    base: list[str], methods: list[Path], out: Path, extra: list[str], seeds: list[int] | None = None
+) -> None:
+    """Everything :func:`compare` can refuse before its first run, as an :class:`~uft.errors.InputError`: missing
+    config files, two methods with one name (one run folder), ``--out`` that is a file, ``--seeds`` beside
+    ``--seed_everything``, and each method's configuration (:func:`check_method`). Writes nothing."""
+    missing = [str(p) for p in [*map(Path, base), *methods] if not p.is_file()]
+    if missing:
+        raise InputError(f"config file not found: {', '.join(missing)}")
+    by_name: dict[str, list[str]] = {}
+    for method in methods:
+        by_name.setdefault(method.stem, []).append(str(method))
+    clash = next((files for files in by_name.values() if len(files) > 1), None)
+    if clash:
+        raise InputError(f"methods {' and '.join(clash)} have one name (one run folder, one row): rename one")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: pass a folder (the runs and tables go into it)")
+    if seeds is not None:
+        if any(arg.partition("=")[0] == "--seed_everything" for arg in extra):
+            raise InputError("--seeds sets each run's --seed_everything; pass one or the other")
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise InputError(f"--seeds needs distinct seeds, got {seeds}")
+    expand_includes([arg for config in base for arg in ("-c", config)])  # broken YAML there is no method's fault
+    for method in methods:
+        check_method(run_args(base, method, out, extra, None if seeds is None else seeds[0]), method)
 
 
 def compare(
@@ -270,27 +368,23 @@ def compare(
         seeds: training seeds; None runs each method once with the config's seed into ``out/<method>``. With
             seeds, rows come per method and seed (a seed-free method's once), see the module docstring.
     """
-    missing = [str(p) for p in [*map(Path, base), *methods] if not p.is_file()]
-    if missing:
-        raise SystemExit(f"uft compare: config not found: {', '.join(missing)}")
-    if seeds is not None:
-        if any(arg.partition("=")[0] == "--seed_everything" for arg in extra):
-            raise SystemExit("uft compare: --seeds sets each run's --seed_everything; pass one or the other")
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise SystemExit(f"uft compare: --seeds needs distinct seeds, got {seeds}")
+    check_inputs(base, methods, out, extra, seeds)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create --out {out}: {err.strerror or err}") from None
     with quiet_runs():
         if seeds is None:
             rows = [run_method(base, method, out, extra) for method in methods]
         else:
             rows = [row for method in methods for row in run_seeds(base, method, out, extra, seeds)]
     rows.sort(key=lambda row: row.trained)  # stable: zero-shot first, then methods and seeds in the given order
-    out.mkdir(parents=True, exist_ok=True)
     if seeds is None:
-        (out / "comparison.md").write_text(markdown_table(rows) + "\n")
+        write_text(out / "comparison.md", markdown_table(rows) + "\n")
         write_csv(rows, out / "comparison.csv")
         roc_overlay(rows, out / "roc_test.png")
     else:
-        (out / "comparison.md").write_text(seeds_report(rows, seeds) + "\n")
+        write_text(out / "comparison.md", seeds_report(rows, seeds) + "\n")
         write_csv(rows, out / "comparison.csv", seeds=True)
         for seed in seeds:
             roc_overlay([r for r in rows if r.seed_free or r.seed == seed], out / f"seed{seed}" / "roc_test.png")
@@ -315,12 +409,23 @@ def roc_overlay(rows: list[Row], path: Path, split: str = "test") -> Path | None
     if not curves:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    roc_figure(curves, f"{split} split: known vs unknown").savefig(path, dpi=110)
+    figure = roc_figure(curves, f"{split} split: known vs unknown")
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=110), binary=True)
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Console entry point: bad input (an argument, a config, a folder that cannot be written) ends with one
+    ``uft: error:`` line and exit status 2."""
+    try:
+        _main(argv)
+    except InputError as err:
+        print(f"uft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(argv: list[str] | None) -> None:
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", action="append", required=True, help="base config (repeatable)")
     parser.add_argument("--methods", nargs="+", type=Path, required=True, help="method overlays, one row each")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and tables")

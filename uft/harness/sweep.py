@@ -12,20 +12,26 @@ domains; ``OUT/runs.csv`` has every run::
     python -m uft.harness.sweep officehome /data/office-home --out runs/sweep/officehome --slurm > sweep.sbatch
 
 Arguments it does not know (``--model.pretrained openai``, ``--trainer.devices 1``) are passed to every run.
+
+Every method, domain and index is checked, and every run's configuration parsed, before the first run (or before
+the SLURM script is printed): a mistake ends the sweep with one ``uft: error:`` line, never with a SLURM array of
+tasks that each fail. The configs and class-name files are the checkout's, whatever the current folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shlex
 import sys
 from pathlib import Path
 
 from uft.clip import CHECKOUT
-from uft.data.check import BENCHMARKS, LIST_FOLDER
-from uft.harness.compare import quiet_runs, run_method
+from uft.data.check import BENCHMARKS, DATA, LIST_FOLDER
+from uft.errors import InputError
+from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method, write_text
 from uft.harness.spread import mean, percent
 
 CONFIGS = CHECKOUT / "configs"
@@ -38,18 +44,77 @@ def plan(dataset: str, domains: list[str], settings: list[str], methods: list[st
     return [(d, s, m) for d in domains for s in settings for m in methods]
 
 
-def run_one(dataset: str, root: Path, out: Path, domain: str, setting: str, method: str, extra: list[str]) -> dict:
-    """One run, unless its ``result.json`` exists; returns the result."""
+def canonical_domains(dataset: str, domains: list[str]) -> list[str]:
+    """The benchmark's spelling of each domain (``real_world`` is Office-Home's ``Real World``: its list file and
+    run folder are named from it); an unknown one is an :class:`~uft.errors.InputError` naming the valid ones."""
+    known = BENCHMARKS[dataset].domains
+
+    def key(name: str) -> str:
+        return name.replace("_", "").replace(" ", "").lower()
+
+    by_key = {key(name): name for name in known}
+    found = []
+    for domain in domains:
+        if key(domain) not in by_key:
+            raise InputError(f"unknown domain {domain!r} of {dataset}: expected one of {', '.join(known)}")
+        found.append(by_key[key(domain)])
+    return found
+
+
+def check_plan(args: argparse.Namespace, runs: list[tuple[str, str, str]], extra: list[str]) -> None:
+    """Everything a sweep can refuse before its first run (or its SLURM script), as an
+    :class:`~uft.errors.InputError`: unknown or repeated names, ``--only`` outside the plan, ``--out`` that is a
+    file, a missing dataset folder, and the configuration of every (setting, method) it will run."""
+    unknown = [m for m in args.methods if not (CONFIGS / "method" / f"{m}.yaml").is_file()]
+    if unknown:
+        known = ", ".join(sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml")))
+        raise InputError(
+            f"unknown method {', '.join(map(repr, unknown))}: expected names in {CONFIGS / 'method'}: {known}"
+        )
+    for option, names in (("--methods", args.methods), ("--settings", args.settings), ("--domains", args.domains)):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # the same run folder twice: two SLURM tasks would write it at once
+            raise InputError(f"{option} names {', '.join(twice)} more than once")
+    if args.only is not None:
+        if args.slurm:
+            raise InputError("--slurm writes one task per index of the plan; leave out --only")
+        if not 0 <= args.only < len(runs):
+            raise InputError(f"--only {args.only}: the plan has {len(runs)} runs, indices 0 to {len(runs) - 1}")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file: pass a folder (the runs and tables go into it)")
+    # A SLURM script may be written where the dataset is not mounted; a run here needs it.
+    if not args.slurm and not args.root.is_dir():
+        raise InputError(f"dataset root not found: {args.root}")
+    selected = [runs[args.only]] if args.only is not None else runs
+    checked = set()
+    for domain, setting, method in selected:  # the domain changes a value only: one parse per (setting, method)
+        if (setting, method) not in checked:
+            checked.add((setting, method))
+            base, method_file, folder, data = run_inputs(args.dataset, args.root, args.out, domain, setting, method)
+            check_method(run_args(base, method_file, folder, [*data, *extra]), method_file)
+
+
+def run_inputs(
+    dataset: str, root: Path, out: Path, domain: str, setting: str, method: str
+) -> tuple[list[str], Path, Path, list[str]]:
+    """One run's base configs, method config, folder and data arguments (as :func:`run_method` takes them)."""
     folder = out / domain.replace(" ", "_") / setting
-    result_file = folder / method / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
     base = [str(CONFIGS / dataset / "ueo.yaml"), str(CONFIGS / "setting" / dataset / f"{setting}.yaml")]
-    data = [f"--data.root={root}", f"--data.domain={domain}"]
+    # The data configs name the class-name file relative to the checkout; the sweep runs from any folder.
+    data = [f"--data.root={root}", f"--data.domain={domain}", f"--data.class_names={DATA / dataset / 'classes.txt'}"]
     listing = root / LIST_FOLDER / f"{domain.replace(' ', '_')}.txt"
     if listing.is_file():  # written by `uft data check`
         data.append(f"--data.train_list={listing}")
-    row = run_method(base, CONFIGS / "method" / f"{method}.yaml", folder, [*data, *extra])
+    return base, CONFIGS / "method" / f"{method}.yaml", folder, data
+
+
+def run_one(dataset: str, root: Path, out: Path, domain: str, setting: str, method: str, extra: list[str]) -> dict:
+    """One run, unless its ``result.json`` exists; returns the result."""
+    base, method_file, folder, data = run_inputs(dataset, root, out, domain, setting, method)
+    result_file = folder / method / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    row = run_method(base, method_file, folder, [*data, *extra])
     result = {"domain": domain, "setting": setting, "method": method, "metrics": row.metrics}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2) + "\n")
@@ -58,14 +123,13 @@ def run_one(dataset: str, root: Path, out: Path, domain: str, setting: str, meth
 
 def gather(results: list[dict], out: Path, settings: list[str], methods: list[str]) -> str:
     """``table.md`` (methods x settings x {PACC, AUROC, HM}, mean over domains, percent) and ``runs.csv``."""
-    with (out / "runs.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["domain", "setting", "method", *(f"{s}/{m}" for s, m in COLUMNS)])
-        for r in results:
-            values = [r["metrics"].get(s, {}).get(m) for s, m in COLUMNS]
-            writer.writerow(
-                [r["domain"], r["setting"], r["method"], *("" if v is None else f"{v:.6f}" for v in values)]
-            )
+    handle = io.StringIO()
+    writer = csv.writer(handle)
+    writer.writerow(["domain", "setting", "method", *(f"{s}/{m}" for s, m in COLUMNS)])
+    for r in results:
+        values = [r["metrics"].get(s, {}).get(m) for s, m in COLUMNS]
+        writer.writerow([r["domain"], r["setting"], r["method"], *("" if v is None else f"{v:.6f}" for v in values)])
+    write_text(out / "runs.csv", handle.getvalue())
     head = ["method", *(f"{setting} {m.upper()}" for setting in settings for _, m in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in methods:
@@ -80,7 +144,7 @@ def gather(results: list[dict], out: Path, settings: list[str], methods: list[st
                 cells.append(percent(mean(values)))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
+    write_text(out / "table.md", table + "\n")
     return table
 
 
@@ -101,8 +165,16 @@ def slurm_script(argv: list[str], count: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Console entry point: bad input ends with one ``uft: error:`` line and exit status 2."""
+    try:
+        _main(sys.argv[1:] if argv is None else argv)
+    except InputError as err:
+        print(f"uft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(argv: list[str]) -> None:
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(BENCHMARKS))
     parser.add_argument("root", type=Path, help="the dataset folder (checked by `uft data check`)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs and tables")
@@ -112,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", type=int, help="run this index of the plan only (a SLURM array task)")
     parser.add_argument("--slurm", action="store_true", help="print an sbatch array script instead of running")
     args, extra = parser.parse_known_args(argv)
-    domains = args.domains or list(BENCHMARKS[args.dataset].domains)
-    runs = plan(args.dataset, domains, args.settings, args.methods)
+    args.domains = canonical_domains(args.dataset, args.domains or list(BENCHMARKS[args.dataset].domains))
+    runs = plan(args.dataset, args.domains, args.settings, args.methods)
+    check_plan(args, runs, extra)
     if args.slurm:
         print(slurm_script([a for a in argv if a != "--slurm"], len(runs)), end="")
         return
