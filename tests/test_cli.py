@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,11 @@ def test_limit_train_batches_1_trains_one_batch_an_epoch_and_resumes_at_the_next
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert (loader["epoch"], loader["batches_done"]) == (3, 0)
+
+
+@pytest.mark.parametrize("argv", [["data"], ["data", "chek"]], ids=["alone", "typo"])
+def test_uft_data_without_a_known_command_names_the_commands(argv):
+    proc = subprocess.run([sys.executable, "-m", "uft", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("uft: error: uft data: ")
+    assert "uft data check DATASET ROOT" in proc.stderr and "uft data shard SOURCE OUT" in proc.stderr

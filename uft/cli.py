@@ -138,6 +138,7 @@ class UFTCLI(LightningCLI):
         # A bad checkpoint file is named before the model is built (and loaded).
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_checkpoint_file(config.get("ckpt_path"))
+        check_strategy(config.get("trainer", {}).get("strategy"))
 
     def before_validate(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
@@ -229,6 +230,18 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"{ckpt_path} is not a uft checkpoint (no state_dict): pass a last.ckpt written by uft fit")
+
+
+def check_strategy(strategy) -> None:
+    """Strategies that shard parameters across processes (FSDP, DeepSpeed) are refused before the trainer is built:
+    uft trains a few thousand parameters beside a frozen CLIP that every process holds whole, and its checkpoints,
+    per-sample table and metrics are written for data-parallel runs."""
+    name = strategy if isinstance(strategy, str) else getattr(strategy, "class_path", None)
+    if name and any(word in name.lower() for word in ("fsdp", "deepspeed")):
+        raise InputError(
+            f"trainer.strategy={name} is not supported: uft runs on one device or data-parallel with ddp or "
+            "ddp_spawn (the trained prompt context and norm affines are small; every process holds the frozen CLIP)"
+        )
 
 
 def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: str) -> None:
@@ -323,6 +336,14 @@ def main() -> None:
 
         data_shard(sys.argv[3:])
         return
+    if sys.argv[1:2] == ["data"]:
+        given = f"unknown command {sys.argv[2]!r}" if len(sys.argv) > 2 else "a command is missing"
+        print(
+            f"uft: error: uft data: {given}: use `uft data check DATASET ROOT` (check an unpacked benchmark and write "
+            "its list files) or `uft data shard SOURCE OUT` (write target images as shards); add --help to either",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         cli_main()
     except InputError as err:

@@ -649,6 +649,14 @@ def _case_target_label_edited(tmp_path, data):
     return args, [f"{_OTHER_LIST} 2: now images/circle/target_002.png (label 1)"]
 
 
+def _case_fsdp_strategy(tmp_path, data):
+    return ["--trainer.strategy=fsdp"], ["trainer.strategy=fsdp is not supported", "ddp or ddp_spawn"]
+
+
+def _case_deepspeed_strategy(tmp_path, data):
+    return ["--trainer.strategy=deepspeed_stage_2"], ["trainer.strategy=deepspeed_stage_2 is not supported"]
+
+
 def _case_checkpoint_of_another_model(tmp_path, data):
     ckpt = _trained_checkpoint(tmp_path, data)
     return (
@@ -731,6 +739,8 @@ def _case_unlabeled_data_without_test_list(tmp_path, data):
         _case_missing_weights,
         _case_checkpoint_of_another_model,
         _case_target_list_reordered,
+        _case_fsdp_strategy,
+        _case_deepspeed_strategy,
         _case_target_image_replaced,
         _case_target_label_edited,
         _case_checkpoint_of_other_classes,

@@ -3,20 +3,28 @@ labels; a missing domain, a stray class folder and a corrupt image reported."""
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from uft.data.check import BENCHMARKS, check
+from uft.data.check import main as check_command
 from uft.data.datamodule import TargetDataModule
 from uft.data.lists import read_list_file
 from uft.data.splits import ClassSplit
 from uft.errors import InputError
 
 from ..conftest import ROOT
+
+CLI = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
 
 
 def fake_tree(root: Path, dataset: str, per_class: int = 1, skip_domain: str | None = None) -> Path:
@@ -78,17 +86,81 @@ def test_check_reports_a_missing_domain_a_stray_folder_and_a_corrupt_image(tmp_p
 
 def test_uft_data_check_from_the_command_line(tmp_path):
     root = fake_tree(tmp_path / "visda", "visda")
-    env_cmd = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
     proc = subprocess.run(
-        [*env_cmd, "data", "check", "visda", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*CLI, "data", "check", "visda", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert f"validation: 12 images of 12 classes in {root / 'validation'}" in proc.stdout
     proc = subprocess.run(
-        [*env_cmd, "data", "check", "visda", str(tmp_path / "nope")],
+        [*CLI, "data", "check", "visda", str(tmp_path / "nope")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip() == f"uft: error: dataset root not found: {tmp_path / 'nope'}"
+
+
+def refused(args: list[str], capsys) -> str:
+    """The one line ``uft data check args`` ends with (status 2)."""
+    with pytest.raises(SystemExit) as exit_status:
+        check_command(args)
+    stderr = capsys.readouterr().err
+    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
+    return stderr.strip().removeprefix("uft: error: ")
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=errno.errorcode.get)
+def test_a_dataset_on_read_only_storage_is_one_line_naming_the_way_out(tmp_path, capsys, monkeypatch, code):
+    """Read-only storage (EROFS; EACCES where only the permissions forbid it): the check stops before decoding the
+    images, and leaves the dataset as it was."""
+    root = fake_tree(tmp_path / "visda", "visda")
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(code, os.strerror(code), os.path.join(dir, "x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    message = f"cannot write {root / 'uft_lists'}: {os.strerror(code)}; pass --out FOLDER to write the lists elsewhere"
+    assert refused(["visda", str(root)], capsys) == message
+    assert sorted(p.name for p in root.iterdir()) == ["train", "validation"]
+
+
+def test_a_file_where_the_lists_go_and_bad_arguments_are_one_line(tmp_path, capsys):
+    root = fake_tree(tmp_path / "visda", "visda")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    message = f"{a_file} is a file, not a folder for the list files: pass --out FOLDER"
+    assert refused(["visda", str(root), f"--out={a_file}"], capsys) == message
+    message = f"cannot create the folder {a_file / 'lists'}: a file is in the way; pass --out FOLDER"
+    assert refused(["visda", str(root), f"--out={a_file / 'lists'}"], capsys) == message
+    (root / "uft_lists").write_text("keep me too")
+    message = f"{root / 'uft_lists'} is a file, not a folder for the list files: pass --out FOLDER"
+    assert refused(["visda", str(root)], capsys) == message
+    assert refused(["visda"], capsys) == "the following arguments are required: root"
+    assert refused(["visda", str(root), "--verify"], capsys) == "unrecognized arguments: --verify"
+    assert a_file.read_text() == "keep me" and (root / "uft_lists").read_text() == "keep me too"
+
+
+def test_a_full_disk_leaves_no_list_behind_and_the_check_runs_again(tmp_path):
+    """A list that does not fit is not left half-written (which a rerun would refuse as other content)."""
+    root = fake_tree(tmp_path / "visda", "visda")
+
+    def limit_file_size() -> None:  # a full disk without one: writes past 100 bytes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run(
+        [*CLI, "data", "check", "visda", str(root), "--no-verify"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+    listing = root / "uft_lists" / "train.txt"
+    assert proc.returncode == 2 and proc.stderr == (
+        f"uft: error: cannot write {listing}: File too large; free some space, or pass --out FOLDER on another disk\n"
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["train", "validation"]
+    report = check("visda", root)
+    assert report[-1].endswith(f"-> {root / 'uft_lists' / 'validation.txt'}") and len(listing.read_text()) > 100

@@ -6,10 +6,20 @@ a timeout."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
+import resource
 import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +29,15 @@ import torch
 from uft.data.datamodule import TargetDataModule
 from uft.data.lists import read_list_file
 from uft.data.samplers import GlobalBatchSampler, ResumableLoader
-from uft.data.shards import SAMPLES_FILE, ImageShards, write_shards
+from uft.data.shards import META_FILE, SAMPLES_FILE, ImageShards, parse_size, shard_timeout, write_shards
 from uft.data.shards import main as shard_command
 from uft.data.skipped import read_rgb
 from uft.data.splits import ClassSplit
 from uft.data.synthetic import make_shapes
 from uft.errors import InputError
 
-from ..conftest import demo_args
-from ..test_distributed import PARAM_ATOL, uft
+from ..conftest import ROOT, demo_args
+from ..test_distributed import PARAM_ATOL, run_env, uft
 from .test_data import PRE
 
 CHUNK_BYTES = 3000  # the shapes' 48 target images (about 250 bytes each) make 4 shards
@@ -363,3 +373,342 @@ def test_the_option_is_documented_in_help():
     proc = uft(["fit", "--help"])
     assert proc.returncode == 0, proc.stderr
     assert "--data.target_shards" in proc.stdout and "uft data shard" in proc.stdout
+
+
+# --- class names and the sample list's digest -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def named_shards(shapes, tmp_path_factory) -> Path:
+    """The shapes' target list as shards written with their class names."""
+    out = tmp_path_factory.mktemp("named") / "target"
+    names = f"--class-names={shapes / 'classes.txt'}"
+    shard_command([str(shapes / "target.txt"), str(out), f"--chunk-bytes={CHUNK_BYTES}", names])
+    return out
+
+
+def test_shards_store_their_class_names_and_the_digest_of_their_sample_list(shapes, shards, named_shards):
+    names = (shapes / "classes.txt").read_text().split()
+    named, unnamed = ImageShards(str(named_shards)), ImageShards(str(shards))
+    assert (named.class_names, unnamed.class_names) == (names, None)
+    assert named.has_metadata and unnamed.has_metadata
+    assert named.digest == unnamed.digest == json.loads((shards / META_FILE).read_text())["samples_sha256"]
+    files, with_names = tree_digest(shards), tree_digest(named_shards)
+    assert files.pop(META_FILE) != with_names.pop(META_FILE) and files == with_names  # the same chunks and list
+    dm = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(named_shards))  # same names
+    assert len(dm.target_samples) > 20
+
+
+def test_shards_are_refused_under_other_class_names(shapes, named_shards, tmp_path):
+    names = (shapes / "classes.txt").read_text().split()
+    swapped = [*names[:3], names[4], names[3], *names[5:]]
+    cases = {
+        "another order": (swapped, f"class 3: shards '{names[3]}', configured '{names[4]}' (8 and 8 names)"),
+        "one fewer": (names[:7], f"class 7: shards '{names[7]}', configured none (8 and 7 names)"),
+        "one more": ([*names, "kite"], "class 8: shards none, configured 'kite' (8 and 9 names)"),
+    }
+    for configured, message in cases.values():
+        with pytest.raises(InputError, match=re.escape(message)):
+            TargetDataModule(None, configured, ClassSplit(5, "", ""), target_shards=str(named_shards))
+    # The run a user starts: one line, before any training.
+    (tmp_path / "swapped.txt").write_text("\n".join(swapped) + "\n")
+    extra = [
+        "--data.train_list=null",
+        f"--data.target_shards={named_shards}",
+        f"--data.class_names={tmp_path}/swapped.txt",
+    ]
+    proc = uft(fit_args(shapes, tmp_path / "run", *extra), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("uft: error:") == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"uft: error: data.target_shards: the shards at {named_shards} were written for other class names than "
+        f"data.class_names: class 3: shards '{names[3]}', configured '{names[4]}' (8 and 8 names); configure the "
+        "shards' class names, or write the shards again with `uft data shard --class-names`"
+    )
+
+
+def edit_label(shards: Path, copy: Path, index: int) -> tuple[str, int, int]:
+    """Copy ``shards`` to ``copy`` with the label of sample ``index`` changed in the sample list; returns its path and
+    its old and new label."""
+    shutil.copytree(shards, copy)
+    lines = (copy / SAMPLES_FILE).read_text().splitlines()
+    number, position, label, path = lines[1 + index].split("\t")
+    lines[1 + index] = "\t".join([number, position, str((int(label) + 1) % 8), path])
+    (copy / SAMPLES_FILE).write_text("\n".join(lines) + "\n")
+    return path, int(label), (int(label) + 1) % 8
+
+
+def test_a_sample_list_edited_after_the_shards_were_written_is_refused(shapes, shards, tmp_path):
+    names = str(shapes / "classes.txt")
+    path, old, new = edit_label(shards, tmp_path / "edited", 5)
+    with pytest.raises(InputError, match="uft_samples.tsv was edited after the shards were written"):
+        TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"))
+    # Without uft_shards.json (shards of an older uft) the edit is found where the record is read.
+    (tmp_path / "edited" / META_FILE).unlink()
+    stored_label = rf"sample 5 \({path}\) is stored with label {old}, {SAMPLES_FILE} gives label {new}"
+    with pytest.raises(InputError, match=stored_label):
+        ImageShards(str(tmp_path / "edited")).record(path)
+    with pytest.raises(InputError, match=stored_label):  # verification reads every record
+        TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"), verify_images=True)
+    # Read by a loader worker, the sample comes back marked unreadable; reporting it names the edit.
+    dm = TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"), protocol="paper", num_workers=1)
+    dm.preprocess, dm.seed = PRE, 0
+    marked = [int(i) for _, index in dm.confidence_dataloader() for i in index if i < 0]
+    assert marked == [-1 - 5]
+    with pytest.raises(InputError, match=stored_label):
+        dm.report_skipped("target", [5])
+
+
+def test_shards_written_before_the_metadata_file_still_load(shapes, shards, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(shards, old)
+    (old / META_FILE).unlink()
+    images = ImageShards(str(old))
+    assert (images.class_names, images.has_metadata) == (None, False)
+    assert images.digest == ImageShards(str(shards)).digest
+    with pytest.warns(UserWarning, match="hold no uft_shards.json .*: their class names and sample list cannot be"):
+        from_old = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(old))
+    with pytest.warns(UserWarning, match="were written without --class-names: their labels are taken to follow"):
+        current = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(shards))
+    assert from_old.target_samples == current.target_samples
+    assert images.unreadable(s.path for s in images.samples) == {}  # every record reads, labels agree
+
+
+# --- damaged shards -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "deleted"])
+def test_a_damaged_chunk_is_one_error_naming_it(shapes, shards, tmp_path, damage):
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    chunk = copy / "chunk-0-1.bin"
+    data = chunk.read_bytes()
+    if damage == "corrupt":  # the same size, the stored paths no longer text
+        assert data.count(b"images/") == 13  # the chunk's records
+        chunk.write_bytes(data.replace(b"images/", b"\xff" * 7))
+    elif damage == "truncated":
+        chunk.write_bytes(data[: len(data) // 2])
+    else:
+        chunk.unlink()
+    expected = {
+        "corrupt": r"cannot be read \(record \d+: UnicodeDecodeError: .*\): the chunk is damaged",
+        "truncated": f"holds {len(data) // 2} bytes, index.json says {len(data)}: the chunk is truncated or damaged",
+        "deleted": "is missing: the shard folder is incomplete",
+    }[damage]
+    message = f"chunk chunk-0-1.bin of the shards at {re.escape(str(copy))} {expected}"
+    images = ImageShards(str(copy))
+    in_chunk = {images.chunk_of(s.path): s.path for s in reversed(images.samples)}
+    assert bytes(images.record(in_chunk[0])["image"])  # the other chunks read
+    start = time.monotonic()
+    with pytest.raises(InputError, match=message) as refused:
+        images.record(in_chunk[1])
+    assert time.monotonic() - start < 1.5  # no waiting for a download (litdata's wait for a local chunk is 2 s)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(InputError, match=message):
+        TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(copy), verify_images=True)
+
+
+REMOTE = """
+import sys, time
+from uft.data.shards import ImageShards
+from uft.errors import InputError
+
+start = time.monotonic()
+try:
+    ImageShards(sys.argv[1])
+except InputError as err:
+    print(f"{time.monotonic() - start:.1f}\\t{err}")
+"""
+
+
+@pytest.mark.parametrize("endpoint", ["refuses", "never answers"])
+def test_an_unreachable_object_store_is_one_error_within_the_time_limit(endpoint):
+    pytest.importorskip("boto3", reason="boto3 (litdata's S3 client) is not installed")
+    with socket.socket() as server:  # bound, so that no one else takes the port; listening but never answering
+        server.bind(("127.0.0.1", 0))
+        if endpoint == "never answers":
+            server.listen()
+        env = run_env(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{server.getsockname()[1]}",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+            UFT_SHARD_TIMEOUT="2",
+        )
+        cmd = [sys.executable, "-c", REMOTE, "s3://uft-test/shards"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    elapsed, message = proc.stdout.rstrip("\n").split("\t")
+    assert float(elapsed) < 10, elapsed  # 2 s and the client's start; without a limit over 2 minutes
+    assert message == (
+        "data.target_shards: no answer for s3://uft-test/shards/index.json within 2 s: is the endpoint reachable "
+        "(AWS_ENDPOINT_URL or the storage's own setting)? Wait longer with UFT_SHARD_TIMEOUT=SECONDS"
+    )
+
+
+def test_the_time_limit_is_a_positive_number_of_seconds(monkeypatch):
+    monkeypatch.setenv("UFT_SHARD_TIMEOUT", "2.5")
+    assert shard_timeout() == 2.5
+    monkeypatch.delenv("UFT_SHARD_TIMEOUT")
+    assert shard_timeout() == 30
+    for bad in ("soon", "0", "-1", "inf"):
+        monkeypatch.setenv("UFT_SHARD_TIMEOUT", bad)
+        with pytest.raises(InputError, match=f"UFT_SHARD_TIMEOUT={bad!r}: expected a positive number of seconds"):
+            shard_timeout()
+
+
+# --- the command's faults: arguments, the output side, signals -------------------------------------------------------
+
+
+def refused(args: list[str], capsys) -> str:
+    """The one line ``uft data shard args`` ends with (status 2)."""
+    with pytest.raises(SystemExit) as exit_status:
+        shard_command(args)
+    stderr = capsys.readouterr().err
+    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
+    return stderr.strip().removeprefix("uft: error: ")
+
+
+def test_chunk_sizes_take_units_and_bad_arguments_are_one_line(shapes, shards, tmp_path, capsys):
+    sizes = ["3000", "500kB", "1MB", "64MiB", "1.5 KiB", "2GB"]
+    assert [parse_size(s) for s in sizes] == [3000, 500_000, 10**6, 64 << 20, 1536, 2 * 10**9]
+    shard_command([str(shapes / "target.txt"), str(tmp_path / "kb"), "--chunk-bytes", "3kB"])
+    assert "48 images as 4 shards" in capsys.readouterr().out
+    assert tree_digest(tmp_path / "kb") == tree_digest(shards)  # 3kB is 3000 bytes
+    target = str(shapes / "target.txt")
+    cases = {
+        "a unit unknown": (
+            [target, str(tmp_path / "a"), "--chunk-bytes=1XB"],
+            "--chunk-bytes: '1XB' is not a size: give bytes as an integer or with a unit (500kB, 1MB, 64MiB, 1GB)",
+        ),
+        "zero": (
+            [target, str(tmp_path / "a"), "--chunk-bytes=0"],
+            "--chunk-bytes: '0' is not a positive number of bytes",
+        ),
+        "an unknown option": ([target, str(tmp_path / "a"), "--bogus"], "unrecognized arguments: --bogus"),
+        "no out": ([target], "the following arguments are required: out"),
+        "a seed that is no number": ([target, str(tmp_path / "a"), "--seed=x"], "--seed: invalid int value: 'x'"),
+    }
+    for case, (args, message) in cases.items():
+        assert refused(args, capsys) == message, case
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kb"]
+
+
+def test_output_faults_are_one_line_and_leave_nothing_behind(shapes, tmp_path, capsys, monkeypatch):
+    target = str(shapes / "target.txt")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    assert refused([target, str(a_file)], capsys) == f"{a_file} is a file: shards go into a new folder"
+    message = f"{a_file} is a file, not a folder: write the shards elsewhere"
+    assert refused([target, str(a_file / "out")], capsys) == message
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".out.partial-x"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkdtemp", read_only)
+        message = f"cannot create a folder in {tmp_path}: Read-only file system; nothing was written"
+        assert refused([target, str(tmp_path / "out")], capsys) == message
+
+    from litdata.streaming.writer import BinaryWriter
+
+    def disk_full(self, raw_data: bytes, filename: str, compress: bool | None = None) -> None:
+        Path(self._cache_dir, filename).write_bytes(raw_data[:100])  # what fitted
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BinaryWriter, "write_chunk_to_file", disk_full)
+        message = f"cannot write the shards to {tmp_path / 'out'}: No space left on device (chunk-0-0.bin); nothing"
+        assert (
+            refused([target, str(tmp_path / "out"), f"--chunk-bytes={CHUNK_BYTES}"], capsys) == message + " was written"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and a_file.read_text() == "keep me"
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for a child whose files cannot grow past ``limit`` bytes: a full disk without one (writes
+    past it fail with EFBIG instead of killing the child by SIGXFSZ)."""
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return limit_file_size
+
+
+def test_a_full_disk_while_sharding_is_one_line_and_leaves_nothing(shapes, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "uft", "data", "shard", str(shapes / "target.txt"), str(out), "--chunk-bytes=3000"]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size(2000)
+    )
+    assert proc.returncode == 2 and proc.stderr == (
+        f"uft: error: cannot write the shards to {out}: File too large; nothing was written\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+SLOW_SHARD = """
+import sys, time
+from pathlib import Path
+
+read_bytes = Path.read_bytes
+
+
+def slow_read_bytes(self):  # a slow source (a network file system, say): the signal lands mid-write
+    time.sleep(0.1)
+    return read_bytes(self)
+
+
+Path.read_bytes = slow_read_bytes
+from uft.data.shards import main
+
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_an_interrupted_shard_command_leaves_nothing_behind(shapes, tmp_path, capsys, stop):
+    """SIGTERM and Ctrl-C remove the partial folder on the way out; after SIGKILL, which cannot be caught, the next
+    run removes it (its writer is gone), and leaves alone those of a writer still running or on another host."""
+    out, host = tmp_path / "target", socket.gethostname()
+    args = [str(shapes / "target.txt"), str(out), f"--chunk-bytes={CHUNK_BYTES}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SHARD, *args],
+        cwd=ROOT,
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline, partial = time.monotonic() + 120, None
+        while partial is None or not any(partial.glob("chunk-*.bin")):  # a chunk written, more to come
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            partial = next(tmp_path.glob(".target.partial-*"), None)
+            time.sleep(0.02)
+        assert partial.name.startswith(f".target.partial-{proc.pid}@{host}-")
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    if stop != signal.SIGKILL:
+        name = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+        assert proc.returncode == 128 + stop
+        assert stderr.decode() == f"uft: error: stopped by {name}; nothing was written to {out}\n"
+        assert list(tmp_path.iterdir()) == []
+        return
+    assert proc.returncode == -signal.SIGKILL and partial.is_dir()  # nothing could clean up
+    running = tmp_path / f".target.partial-{os.getpid()}@{host}-abc"
+    elsewhere = tmp_path / f".target.partial-{proc.pid}@another-host-abc"
+    for folder in (running, elsewhere):
+        folder.mkdir()
+    shard_command(args)
+    captured = capsys.readouterr()
+    assert captured.err == f"uft: removed {partial}, left by `uft data shard` process {proc.pid}, which is gone\n"
+    assert captured.out.startswith("uft: wrote 48 images")
+    assert sorted(tmp_path.iterdir()) == sorted([out, running, elsewhere])

@@ -6,18 +6,22 @@ benchmark's label order), decodes every image, writes one list file per domain (
 paths relative to the domain folder) into ``ROOT/uft_lists/`` and compares image counts with the published totals.
 A missing domain or class folder is an error naming what was expected; unreadable images and counts that differ
 from the published ones are reported, not refused. Nothing in the dataset is changed, and an existing list file
-with other content is not overwritten.
+with other content is not overwritten. Each list file is written whole or not at all (a temporary file moved into
+place), so a full disk, a read-only file system or an interruption leaves no half-written list behind.
 """
 
 from __future__ import annotations
 
-import argparse
+import errno
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from uft.clip import CHECKOUT
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
+from uft.data.shards import OneLineParser, Stopped, stop_on_signals
 from uft.data.skipped import unreadable_files
 from uft.errors import InputError
 
@@ -76,7 +80,21 @@ def check(dataset: str, root: str | Path, verify: bool = True, out: Path | None 
                 f"{dataset}: domain {domain!r} not found under {root} (expected the domains "
                 f"{', '.join(benchmark.domains)}; folders there: {', '.join(folders) or 'none'})"
             ) from None
-    out = out or root / LIST_FOLDER
+    out = Path(out or root / LIST_FOLDER)
+    created = not out.exists()
+    try:
+        _check_writable(out)  # before decoding every image, which may take an hour
+        return _check_domains(benchmark, names, found, out, verify)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # made by the check above: a failed check leaves the dataset as it was
+        raise
+
+
+def _check_domains(
+    benchmark: Benchmark, names: list[str], found: dict[str, Path], out: Path, verify: bool
+) -> list[str]:
+    """The report of :func:`check` on the domain folders ``found``, writing their lists into ``out``."""
     report = []
     for domain, folder in found.items():
         samples = scan_image_folder(folder, names)  # a class folder that is not a class name is an error there
@@ -101,30 +119,83 @@ def check(dataset: str, root: str | Path, verify: bool = True, out: Path | None 
     return report
 
 
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _write_error(path: Path, err: OSError) -> InputError:
+    """One line for a list file or folder that cannot be written, with what to do about it."""
+    reason = err.strerror or str(err)
+    if err.errno in READ_ONLY:  # a dataset unpacked on read-only storage, typically
+        return InputError(f"cannot write {path}: {reason}; pass --out FOLDER to write the lists elsewhere")
+    if err.errno in FULL:
+        return InputError(f"cannot write {path}: {reason}; free some space, or pass --out FOLDER on another disk")
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder belongs
+        return InputError(f"cannot create the folder {path}: a file is in the way; pass --out FOLDER")
+    return InputError(f"cannot write {path}: {reason}")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an ``out`` the lists cannot be written into: a file, or a folder on read-only storage."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder for the list files: pass --out FOLDER")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".uft-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise _write_error(out, err) from None
+
+
 def _write_list(path: Path, samples: list[Sample]) -> Path:
+    """Write a list file whole or not at all: into a temporary file beside it, then moved into place."""
     text = "".join(f"{s.path} {s.label}\n" for s in samples)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, where the list file goes: remove it, or write elsewhere with --out")
     if path.exists() and path.read_text() != text:
         raise InputError(f"{path} exists with other content: remove it, or write elsewhere with --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would have made it (mkstemp's is private)
+        os.replace(temporary, path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="uft data check", description=__doc__)
+    parser = OneLineParser(prog="uft data check", description=__doc__)
     parser.add_argument("dataset", help=f"one of {', '.join(BENCHMARKS)}")
     parser.add_argument("root", help="the folder holding the dataset's domain folders")
     parser.add_argument("--out", type=Path, help=f"folder of the list files (default: ROOT/{LIST_FOLDER})")
     parser.add_argument("--no-verify", action="store_true", help="do not decode every image")
     args = parser.parse_args(argv)
     try:
-        lines = check(args.dataset, args.root, verify=not args.no_verify, out=args.out)
+        with stop_on_signals():  # SIGTERM, too, ends in the cleanup of a half-written list
+            lines = check(args.dataset, args.root, verify=not args.no_verify, out=args.out)
     except InputError as err:
         print(f"uft: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except PermissionError as err:  # a read-only dataset folder: the lists go elsewhere
-        print(f"uft: error: cannot write {err.filename}: permission denied; pass --out FOLDER", file=sys.stderr)
+    except OSError as err:  # reading the dataset (writing is an InputError above)
+        print(f"uft: error: cannot read {err.filename or args.root}: {err.strerror or err}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as stop:
+        print(f"uft: error: stopped by {stop.name}; no list file was left half-written", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     print("\n".join(lines))
 
 

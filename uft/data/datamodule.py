@@ -235,6 +235,30 @@ class TargetDataModule(LightningDataModule):
             if train_list:
                 raise InputError("data.train_list and data.target_shards both name the target images: set one")
             shards = ImageShards(target_shards, shard_cache)
+            labeled = any(s.label != UNLABELED for s in shards.samples)
+            stored = shards.class_names
+            if stored is not None and stored != self.class_names:
+                # Labels are class ids: under other names (or another order) every label would silently mean
+                # another class.
+                i = next(i for i, (a, b) in enumerate(zip([*stored, None], [*self.class_names, None])) if a != b)
+                shard_name, configured = (repr(n[i]) if i < len(n) else "none" for n in (stored, self.class_names))
+                raise InputError(
+                    f"data.target_shards: the shards at {target_shards} were written for other class names than "
+                    f"data.class_names: class {i}: shards {shard_name}, configured {configured} ({len(stored)} and "
+                    f"{len(self.class_names)} names); configure the shards' class names, or write the shards again "
+                    "with `uft data shard --class-names`"
+                )
+            if not shards.has_metadata:
+                rank_zero_warn(
+                    f"uft: the shards at {target_shards} hold no uft_shards.json (written by an older `uft data "
+                    "shard`): their class names and sample list cannot be checked"
+                    + ("; their labels are taken to follow data.class_names" if labeled else "")
+                )
+            elif stored is None and labeled:
+                rank_zero_warn(
+                    f"uft: the shards at {target_shards} were written without --class-names: their labels are taken "
+                    "to follow data.class_names, unchecked"
+                )
             for lineno, sample in enumerate(shards.samples, start=2):
                 if sample.label >= num_classes:
                     raise InputError(
