@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,7 @@ from uft.cli import cli_main
 from uft.errors import Diverged, InputError
 
 from .conftest import ROOT, demo_args
+from .test_distributed import run_env
 
 
 def test_divergence_keeps_the_last_state_whose_next_loss_was_finite(shapes_dir, tmp_path):
@@ -104,3 +111,71 @@ def test_validate_on_the_demo_config_gives_the_zero_shot_metrics(tmp_path):
     metrics = json.loads((Path(cli.trainer.log_dir) / "metrics.json").read_text())
     assert metrics["test"]["samples"] == 24 * 32 and metrics["target"]["samples"] == 14 * 64
     assert 0.3 < metrics["test"]["pacc"] < 0.8  # the shipped CLIP's zero-shot accuracy under fog, not chance
+
+
+# --- the output side ------------------------------------------------------------------------------------------------
+
+
+def file_size_limit(limit: int):
+    """``preexec_fn`` of a child whose writes past ``limit`` bytes in any one file fail as on a full disk (EFBIG,
+    the signal SIGXFSZ ignored so that it does not kill the child)."""
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return limit_file_size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "limit, where",
+    [(4_000, "checkpoints/last.ckpt"), (20_000, "figures/")],
+    ids=["checkpoint", "figures"],
+)
+def test_a_full_disk_mid_fit_is_one_line_and_never_damages_last_ckpt(shapes_dir, tmp_path, limit, where):
+    """A run resumed from a whole last.ckpt onto a disk that fills up: with room for no checkpoint (4 kB a file; one
+    is 11 kB) the first save fails; with room for checkpoints but not for pictures (20 kB; a picture is up to 30 kB)
+    the pictures at the end fail. Either way: exit 2, one line naming the file, the earlier last.ckpt byte for byte,
+    and no partial file."""
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    args = demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=2", "--ckpt_path=last")
+    proc = subprocess.run(
+        [sys.executable, "-m", "uft", "fit", *args],
+        cwd=ROOT,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=file_size_limit(limit),
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("uft: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert errors[0].startswith("uft: error: cannot write ") and where in errors[0] and "File too large" in errors[0]
+    if where.startswith("checkpoints"):
+        assert last.read_bytes() == before
+    else:
+        assert (
+            torch.load(last, weights_only=True)["global_step"]
+            > torch.load(io.BytesIO(before), weights_only=True)["global_step"]
+        )
+    partial = [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    assert not partial, partial
+
+
+def test_a_root_dir_that_is_read_only_is_refused_before_the_run(shapes_dir, tmp_path, monkeypatch):
+    """We run as root here, which writes through permissions: the read-only file system is simulated."""
+    write_bytes = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".uft-write-check"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(InputError, match=rf"trainer.default_root_dir {tmp_path}: cannot write .*: Read-only file sys"):
+        cli_main(["fit", *demo_args(shapes_dir, tmp_path)])
+    assert not list(tmp_path.iterdir())

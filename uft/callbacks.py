@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import io
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from uft.atomic_files import write_atomic, write_bytes, write_error, write_text
 from uft.distributed import sum_over_processes
 from uft.errors import Diverged
 from uft.loop_progress import EPOCH_END_KEY, align_progress, batches_per_epoch, loader_state
@@ -236,9 +238,14 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         partial = f"{filepath}.part"
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            os.replace(partial, filepath)  # atomic: a reader sees the old file or the new one, never half of one
+        try:
+            super()._save_checkpoint(trainer, partial)
+            if trainer.is_global_zero:
+                os.replace(partial, filepath)  # atomic: a reader sees the old file or the new one, never half of one
+        except OSError as err:  # a full disk or a read-only folder: the earlier checkpoint stays whole
+            if trainer.is_global_zero:
+                Path(partial).unlink(missing_ok=True)
+            raise write_error(filepath, err) from None
         self._last_checkpoint_saved = filepath
 
 
@@ -272,9 +279,8 @@ class MetricsJSON(Callback):
             if sep:
                 value = float(value)
                 summary.setdefault(split, {})[name] = None if math.isnan(value) else value
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
-        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if final and self.print_table:
             table = metrics_table({split: values for split, values in summary.items() if split != "train"})
             if table:
@@ -359,23 +365,35 @@ class PredictionCSV(BasePredictionWriter):
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             parts = sorted(self.path.parent.glob(f"{self.filename}.rank*.part"))
-            handles = [open(part, newline="") for part in parts]
-            try:
-                rows = heapq.merge(*(csv.reader(h) for h in handles), key=lambda row: int(row[0]))
-                with open(self.path, "w", newline="") as out:
+            count = 0
+
+            def merge(out) -> None:  # the processes' rows, in sample order
+                nonlocal count
+                handles = [open(part, newline="") for part in parts]
+                try:
                     writer = csv.writer(out)
                     writer.writerow(self.COLUMNS)
-                    count = 0
-                    for row in rows:
+                    for row in heapq.merge(*(csv.reader(h) for h in handles), key=lambda row: int(row[0])):
                         writer.writerow(row)
                         count += 1
+                finally:
+                    for handle in handles:
+                        handle.close()
+
+            try:
+                write_atomic(self.path, merge)
             finally:
-                for handle in handles:
-                    handle.close()
-            for part in parts:
-                part.unlink()
+                for part in parts:
+                    part.unlink(missing_ok=True)
             print(f"uft: wrote {count} predictions to {self.path}", file=sys.stderr, flush=True)
         trainer.strategy.barrier()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # A failed prediction (a full disk, an unreadable share of images) leaves no part behind.
+        handle = getattr(self, "_handle", None)
+        if handle is not None and not handle.closed:
+            handle.close()
+            self._part.unlink(missing_ok=True)
 
 
 class EvaluationFigures(Callback):
@@ -405,7 +423,9 @@ class EvaluationFigures(Callback):
 
         figures = evaluation_figures(results, list(pl_module.hparams.class_names))
         save_figures(figures, log_dir / self.folder)
-        torch.save({"num_known": len(pl_module.hparams.class_names), "splits": results}, log_dir / "scores.pt")
+        scores = io.BytesIO()
+        torch.save({"num_known": len(pl_module.hparams.class_names), "splits": results}, scores)
+        write_bytes(log_dir / "scores.pt", scores.getvalue())
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_figure"):  # TensorBoard
             for name, figure in figures.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -19,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft import config_files
+from uft.atomic_files import WRITE_ERRORS, check_output_folder, write_error
 from uft.callbacks import EvaluationFigures, MetricsJSON, PredictionCSV, RunCheckpoint
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
@@ -139,6 +141,9 @@ class UFTCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_checkpoint_file(config.get("ckpt_path"))
         check_strategy(config.get("trainer", {}).get("strategy"))
+        if self.subcommand:  # a run (not a parse for a check) writes its logs and checkpoints there
+            root = config.get("trainer", {}).get("default_root_dir") or os.getcwd()
+            check_output_folder(root, "trainer.default_root_dir")
 
     def before_validate(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
@@ -285,10 +290,20 @@ def check_run_folder(last: Path, ckpt_path: str | None, fresh: bool) -> None:
         rank_zero_info(f"uft: --fresh: starting a new run; its first save replaces {last}")
 
 
-def cli_main(args: list[str] | None = None, run: bool = True, print_table: bool = True) -> UFTCLI:
+class _ParseOnlyCLI(UFTCLI):
+    """The CLI stopped after parsing: nothing (no model, no CLIP) is built."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def cli_main(
+    args: list[str] | None = None, run: bool = True, print_table: bool = True, parse_only: bool = False
+) -> UFTCLI:
     """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``. Used by the console script, the
-    comparison runner (which prints its own table: ``print_table=False``) and tests."""
-    return UFTCLI(
+    comparison runner (which prints its own table: ``print_table=False``, and checks every method's arguments
+    first: ``parse_only``) and tests."""
+    return (_ParseOnlyCLI if parse_only else UFTCLI)(
         UFTModule,
         TargetDataModule,
         trainer_class=UFTTrainer,
@@ -351,6 +366,13 @@ def main() -> None:
         sys.exit(2)
     except ArgumentError as err:
         print(f"uft: error: {describe_argument_error(err)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        # A write that failed mid-run (a full disk, a folder made read-only): the file is named, the run's earlier
+        # files (last.ckpt) are whole (every write is atomic).
+        print(f"uft: error: {write_error(err.filename or '(a file of the run)', err)}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
         print("uft: stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", file=sys.stderr)

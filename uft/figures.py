@@ -12,6 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from uft.atomic_files import write_atomic
+
 
 def roc_curve(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
     """False- and true-positive rates at every threshold, from accepting nothing to accepting everything."""
@@ -87,10 +89,10 @@ def evaluation_figures(results: dict[str, dict], class_names: list[str]) -> dict
 
 
 def save_figures(figures: dict[str, Figure], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    """Each figure as ``<folder>/<name>.png``, written whole or not at all (:mod:`uft.atomic_files`)."""
     paths = []
     for name, fig in figures.items():
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        write_atomic(path, lambda f, fig=fig: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"), binary=True)
         paths.append(path)
     return paths

@@ -657,6 +657,18 @@ def _case_deepspeed_strategy(tmp_path, data):
     return ["--trainer.strategy=deepspeed_stage_2"], ["trainer.strategy=deepspeed_stage_2 is not supported"]
 
 
+def _case_root_dir_is_a_file(tmp_path, data):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    return [f"--trainer.default_root_dir={afile}"], [f"trainer.default_root_dir {afile} is a file, not a folder"]
+
+
+def _case_predict_into_a_folder_under_a_file(tmp_path, data):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    return "predict", [f"--trainer.default_root_dir={afile / 'run'}"], ["a file is in the way"]
+
+
 def _case_checkpoint_of_another_model(tmp_path, data):
     ckpt = _trained_checkpoint(tmp_path, data)
     return (
@@ -740,6 +752,8 @@ def _case_unlabeled_data_without_test_list(tmp_path, data):
         _case_checkpoint_of_another_model,
         _case_target_list_reordered,
         _case_fsdp_strategy,
+        _case_root_dir_is_a_file,
+        _case_predict_into_a_folder_under_a_file,
         _case_deepspeed_strategy,
         _case_target_image_replaced,
         _case_target_label_edited,

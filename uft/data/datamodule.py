@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from uft.atomic_files import write_text
 from uft.clip import ImagePreprocess
 from uft.data.datasets import ImageFiles, ImageListDataset, ImageSource
 from uft.data.lists import (
@@ -422,8 +423,7 @@ class TargetDataModule(LightningDataModule):
 
 @rank_zero_only
 def _write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines))
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _restrict(samples: list[Sample], class_ids: list[int]) -> list[Sample]:

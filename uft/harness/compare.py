@@ -38,21 +38,17 @@ import csv
 import io
 import logging
 import math
-import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-from unittest import mock
 
 import torch
 from jsonargparse import ArgumentError
 
-import uft.cli
-from uft.cli import UFTCLI, cli_main, describe_argument_error
+from uft.atomic_files import write_atomic, write_text
+from uft.cli import cli_main, describe_argument_error
 from uft.config_files import expand_includes
 from uft.errors import InputError
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
@@ -90,21 +86,11 @@ class OneLineParser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-class _ParseOnly(UFTCLI):
-    """The CLI that :func:`~uft.cli.cli_main` builds, stopped after parsing: the model (and its CLIP) is not built."""
-
-    def instantiate_classes(self) -> None:
-        pass
-
-
 def check_method(args: list[str], method: Path) -> None:
     """Parse one run's arguments (:func:`run_args`) exactly as :func:`run_method` will, without building anything:
     a bad config is an :class:`~uft.errors.InputError` naming the method and its file."""
-    # cli_main itself, with its includes, parser settings and defaults, so the check cannot drift from the run; only
-    # the class it builds is swapped for one that parses and stops.
     try:
-        with mock.patch.object(uft.cli, "UFTCLI", _ParseOnly):
-            cli_main(args, run=False, print_table=False)
+        cli_main(args, run=False, print_table=False, parse_only=True)  # the run's own parser: the check cannot drift
         return
     except ArgumentError as err:
         problem = describe_argument_error(err)
@@ -112,22 +98,6 @@ def check_method(args: list[str], method: Path) -> None:
         problem = str(err)
     where = "" if str(method) in problem else f" ({method})"
     raise InputError(f"method {method.stem}{where}: {problem}")
-
-
-def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """``write`` into a temporary file beside ``path``, then rename it to ``path``: a full disk or a read-only folder
-    leaves no half-written table (and an earlier one intact), and is an :class:`~uft.errors.InputError` naming the
-    path."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("wb") if binary else temporary.open("w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(temporary, path)
-    except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
 
 
 @dataclass
@@ -322,10 +292,6 @@ def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
         values = [_value(row, split, metric) for split, metric in columns()]
         writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
     write_atomic(path, lambda f: f.write(handle.getvalue()))
-
-
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text))
 
 
 def check_inputs(

@@ -28,10 +28,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from uft.atomic_files import write_text
 from uft.clip import CHECKOUT
 from uft.data.check import BENCHMARKS, DATA, LIST_FOLDER
 from uft.errors import InputError
-from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method, write_text
+from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method
 from uft.harness.spread import mean, percent
 
 CONFIGS = CHECKOUT / "configs"
