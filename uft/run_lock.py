@@ -30,17 +30,27 @@ def _started(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
-def _alive(owner: dict) -> bool:
-    """Whether the process that wrote ``owner`` still runs (it must be on this host to tell)."""
-    pid = owner.get("pid")
-    if not isinstance(pid, int):
-        return False
+def process_runs(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass  # it exists, under another user
+        return True  # another user's
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: it answered the signal
+    return state not in ("Z", "X")
+
+
+def _alive(owner: dict) -> bool:
+    """Whether the process that wrote ``owner`` still runs (it must be on this host to tell), and is not a later
+    process that got the same id."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or not process_runs(pid):
+        return False
     started = _started(pid)
     return started is None or owner.get("started") in (None, started)
 

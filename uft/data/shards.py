@@ -48,6 +48,7 @@ from PIL import Image
 from uft.data.lists import UNLABELED, Sample
 from uft.data.skipped import read_rgb, unreadable_reason
 from uft.errors import InputError, first_line
+from uft.run_lock import process_runs
 
 SAMPLES_FILE = "uft_samples.tsv"
 META_FILE = "uft_shards.json"
@@ -114,21 +115,6 @@ def _partial_owner(folder: Path, out: Path) -> tuple[int, str] | None:
     return (int(match.group(1)), match.group(2)) if match else None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc to ask: it answered the signal
-    return state not in ("Z", "X")
-
-
 def remove_stale_partials(out: str | Path) -> list[tuple[Path, int]]:
     """Remove the partial folders of ``out`` that a killed :func:`write_shards` left (one killed by SIGKILL or a
     power cut cannot clean up): those whose writer, named in the folder's name, was a process of this host that no
@@ -140,7 +126,7 @@ def remove_stale_partials(out: str | Path) -> list[tuple[Path, int]]:
     removed, host = [], socket.gethostname()
     for folder in sorted(out.parent.glob(glob.escape(PARTIAL.format(name=out.name)) + "*")):
         owner = _partial_owner(folder, out)
-        if owner is None or owner[1] != host or _alive(owner[0]) or not folder.is_dir():
+        if owner is None or owner[1] != host or process_runs(owner[0]) or not folder.is_dir():
             continue
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
