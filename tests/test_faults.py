@@ -130,14 +130,16 @@ def file_size_limit(limit: int):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "limit, where",
-    [(4_000, "checkpoints/last.ckpt"), (20_000, "figures/")],
-    ids=["checkpoint", "figures"],
+    [(4_000, "checkpoints/last.ckpt"), (20_000, "figures/"), (60_000, "lightning_logs/version_1 (the run's logs)")],
+    ids=["checkpoint", "figures", "tensorboard"],
 )
 def test_a_full_disk_mid_fit_is_one_line_and_never_damages_last_ckpt(shapes_dir, tmp_path, limit, where):
     """A run resumed from a whole last.ckpt onto a disk that fills up: with room for no checkpoint (4 kB a file; one
     is 11 kB) the first save fails; with room for checkpoints but not for pictures (20 kB; a picture is up to 30 kB)
-    the pictures at the end fail. Either way: exit 2, one line naming the file, the earlier last.ckpt byte for byte,
-    and no partial file."""
+    the pictures at the end fail; with room for those but not for TensorBoard's events with the pictures (60 kB;
+    about 100 kB) its writer thread fails, and the log folder is named (the write names no file). Each time: exit 2,
+    one line, no traceback (also none from the writer thread), the earlier last.ckpt byte for byte (or a newer whole
+    one), and no partial file."""
     cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
     last = tmp_path / "checkpoints" / "last.ckpt"
     before = last.read_bytes()

@@ -428,8 +428,12 @@ class EvaluationFigures(Callback):
         write_bytes(log_dir / "scores.pt", scores.getvalue())
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_figure"):  # TensorBoard
-            for name, figure in figures.items():
-                experiment.add_figure(f"eval/{name}", figure, global_step=trainer.global_step)
+            try:
+                for name, figure in figures.items():
+                    experiment.add_figure(f"eval/{name}", figure, global_step=trainer.global_step)
+                experiment.flush()  # its writer thread's failure (a full disk) surfaces here, with the folder named
+            except OSError as err:
+                raise write_error(f"{experiment.get_logdir()} (TensorBoard events)", err) from None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn != "fit":  # during fit: once, at its end

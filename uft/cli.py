@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -182,9 +183,29 @@ class UFTCLI(LightningCLI):
         """``trainer.fit``, holding the run folder's lock (taken in ``before_fit``); for a run that finished training
         but was stopped in its final evaluation, that evaluation."""
         try:
-            self._fit(model, **kwargs)
+            self._logs_named(self._fit, model, **kwargs)
         finally:
             self._release_lock()
+
+    def validate(self, model, **kwargs) -> None:
+        self._logs_named(self.trainer.validate, model, **kwargs)
+
+    def test(self, model, **kwargs) -> None:
+        self._logs_named(self.trainer.test, model, **kwargs)
+
+    def predict(self, model, **kwargs) -> None:
+        self._logs_named(self.trainer.predict, model, **kwargs)
+
+    def _logs_named(self, run, *args, **kwargs) -> None:
+        """``run``, with a failed write that names no file (a log writer's: TensorBoard on a full disk) named by the
+        run's log folder."""
+        try:
+            run(*args, **kwargs)
+        except OSError as err:
+            if err.filename is not None or err.errno not in WRITE_ERRORS:
+                raise
+            folder = self.trainer.log_dir or self.trainer.default_root_dir
+            raise write_error(f"{folder} (the run's logs)", err) from None
 
     def _take_lock(self) -> None:
         """The run folder's lock (:mod:`uft.run_lock`), before anything reads or writes the folder."""
@@ -338,9 +359,18 @@ def describe_argument_error(err: ArgumentError) -> str:
     return f"{key.group(1)}: " + "; ".join(reasons[:1] + [line for line in reasons if line.startswith("Given value")])
 
 
+def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
+    """A writer thread's failed write (TensorBoard's, on a full disk) is not printed as a traceback: the main thread
+    meets the same failure at its next write and reports it in one line."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in WRITE_ERRORS:
+        return
+    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+
+
 def main() -> None:
     """Console entry point: bad input ends with one line naming the problem, not a traceback. ``uft data check``
     goes to :mod:`uft.data.check`, ``uft data shard`` to :mod:`uft.data.shards`; everything else to LightningCLI."""
+    threading.excepthook = _quiet_write_errors
     if sys.argv[1:3] == ["data", "check"]:
         from uft.data.check import main as data_check
 
@@ -372,7 +402,7 @@ def main() -> None:
             raise
         # A write that failed mid-run (a full disk, a folder made read-only): the file is named, the run's earlier
         # files (last.ckpt) are whole (every write is atomic).
-        print(f"uft: error: {write_error(err.filename or '(a file of the run)', err)}", file=sys.stderr)
+        print(f"uft: error: {write_error(err.filename or 'a log file of the run', err)}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
         print("uft: stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", file=sys.stderr)
