@@ -36,7 +36,7 @@ seed 0; the table is the same with any thread or process count. Over training se
 varies by ± 0.7 (ueo), 0.4 (im), 9.2 (ent: it drifts towards a few classes), 0.9 (upl), 1.8 (pouf), 0.3 \
 (ueo_oracle); UEO minus zero-shot: +16.1 ± 0.7 test PACC, +7.2 ± 0.5 test AUROC, positive in 3 of 3 seeds.
 
-demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the world benchmark (about 1.5 min); prints one table
+demo: $(STAMP)  ## Zero-shot, UEO and the baselines on the world benchmark (3 to 4.5 min on 2 cores, rendering included); prints one table
 	$(PY) -m uft.harness.compare -c configs/demo.yaml --out runs/demo --title "$(DEMO_TITLE)" \
 		--methods $(foreach m,$(DEMO_METHODS),configs/method/$(m).yaml)
 
@@ -52,7 +52,7 @@ bench: $(STAMP)  ## A training step of uft vs a full-context reference vs the im
 bench-render: $(STAMP)  ## Rendering the procedural world, renders per second per style (a few seconds)
 	$(PY) bench/render_bench.py
 
-bench-data: $(STAMP)  ## Reading the demo's target images from files vs shards, images per second (README)
+bench-data: $(STAMP)  ## Reading the demo's target images from files vs shards, images per second (docs/data.md)
 	$(PY) bench/shard_bench.py
 
 reproduce-world: $(STAMP)  ## Pretrain the world CLIP again from seed 0 (about 22 min) and check it against the shipped one

@@ -15,7 +15,8 @@ import torch
 from uft.cli import cli_main
 from uft.errors import InputError
 from uft.metrics import METRIC_NAMES
-from uft.module import TABLE_KEY, UFTModule
+from uft.module import UFTModule
+from uft.target_table import VALUES_KEY as TABLE_KEY
 
 from .conftest import ROOT, demo_args
 
@@ -98,8 +99,8 @@ def test_typed_arguments_win_over_the_checkpoint_and_conflicts_are_refused(shape
 def test_resume_after_interruption_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch):
     """Stop after epoch 1, resume with --ckpt_path last: same final metrics and parameters, no second weight pass."""
     passes = []
-    original = UFTModule.zero_shot_cosine
-    monkeypatch.setattr(UFTModule, "zero_shot_cosine", lambda self, *a: passes.append(1) or original(self, *a))
+    original = UFTModule.cosine_table
+    monkeypatch.setattr(UFTModule, "cosine_table", lambda self, *a: passes.append(1) or original(self, *a))
 
     full = cli_main(["fit", *demo_args(shapes_dir, tmp_path / "full")])
     assert len(passes) == 1

@@ -278,7 +278,7 @@ def alive(pid: int) -> bool:
 
 
 def test_torchrun_launch_trains_the_same_model(shapes_dir, tmp_path):
-    """The README's torchrun command (one node, 2 CPU processes): the same losses and parameters as 1 process."""
+    """The torchrun command of docs/running.md (one node, 2 CPU processes): the losses and parameters of 1 process."""
     one, _ = fit_and_record(shapes_dir, tmp_path / "one", 1)
     record = tmp_path / "torchrun.pt"
     args = [

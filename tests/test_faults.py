@@ -103,7 +103,7 @@ def test_nothing_to_evaluate_is_an_error(shapes_dir, tmp_path, command, extra, m
 
 @pytest.mark.slow
 def test_validate_on_the_demo_config_gives_the_zero_shot_metrics(tmp_path):
-    """`uft validate -c configs/demo.yaml` (as the README says) evaluates the zero-shot model on both splits."""
+    """`uft validate -c configs/demo.yaml` evaluates the zero-shot model on both splits."""
     data = [f"--data.root={tmp_path / 'world'}"]  # rendered there by the demo's recipe, whose files are the defaults
     cli = cli_main(
         ["validate", "-c", str(ROOT / "configs" / "demo.yaml"), *data, f"--trainer.default_root_dir={tmp_path}"]

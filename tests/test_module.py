@@ -41,7 +41,7 @@ def test_confidence_pass_matches_zero_shot_by_index():
     images = torch.randn(10, 3, 32, 32)
     order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # a shuffled loader must still fill the table by index
     loader = DataLoader(Images(images), batch_size=3, sampler=order)
-    table = module.objective.prepare(module.zero_shot_cosine(loader, len(images)))
+    table = module.objective.prepare(module.cosine_table(loader, len(images)))
     clip = module.clip
     text = clip.encode_text(tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES]), normalize=True)
     cos = clip.encode_image(images, normalize=True) @ text.T
@@ -79,9 +79,11 @@ def test_only_the_chosen_groups_train(tune, groups):
     assert trainable == {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0
     assert config["lr_scheduler"]["interval"] == "step"
-    module._schedule_steps = 10  # what on_train_start reads from the trainer
-    factors = [module.cosine_factor(step) for step in (0, 5, 10, 12)]
+    schedule = config["lr_scheduler"]["scheduler"]
+    assert schedule.plan(10) is None  # what on_train_start reads from the trainer
+    factors = [schedule.factor(step) for step in (0, 5, 10, 12)]
     assert factors == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert schedule.state_dict()["total"] == 10  # a resumed run knows what it was planned over
 
 
 def test_single_template_ensemble_equals_the_initial_prompt():

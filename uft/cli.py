@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-import os
 import re
 import signal
 import sys
@@ -22,10 +21,18 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from uft import config_files
 from uft.atomic_files import WRITE_ERRORS, check_output_folder, write_error
-from uft.callbacks import EvaluationFigures, MetricsJSON, PredictionCSV, RunCheckpoint
+from uft.callbacks import (
+    DivergenceWatch,
+    EvaluationFigures,
+    GracefulStop,
+    MetricsJSON,
+    PredictionCSV,
+    RunCheckpoint,
+)
+from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
-from uft.errors import InputError, first_line
+from uft.errors import InputError
 from uft.loop_progress import EPOCH_END_KEY, batches_per_epoch, finished, loader_state, place
 from uft.module import UFTModule
 from uft.run_lock import RunLock, describe_owner
@@ -142,21 +149,28 @@ class UFTCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_checkpoint_file(config.get("ckpt_path"))
         check_strategy(config.get("trainer", {}).get("strategy"))
-        if self.subcommand:  # a run (not a parse for a check) writes its logs and checkpoints there
-            root = config.get("trainer", {}).get("default_root_dir") or os.getcwd()
-            check_output_folder(root, "trainer.default_root_dir")
 
     def before_validate(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
+        self._check_output()
 
     def before_test(self) -> None:
         check_evaluation(self.datamodule, self.trainer.limit_test_batches, "limit_test_batches")
+        self._check_output()
+
+    def before_predict(self) -> None:
+        self._check_output()
+
+    def _check_output(self) -> None:
+        # Once the input is known good (a run refused for its input writes nothing), before the run writes.
+        check_output_folder(self.trainer.default_root_dir, "trainer.default_root_dir")
 
     def before_fit(self) -> None:
         if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0 or self.trainer.limit_train_batches == 0:
             raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
+        self._check_output()
         self._take_lock()
         try:
             self._check_resume()
@@ -238,26 +252,6 @@ class UFTCLI(LightningCLI):
         )
 
 
-def check_checkpoint_file(ckpt_path: str | None) -> None:
-    """A missing, truncated or foreign `--ckpt_path` ends with one line naming the file."""
-    if ckpt_path is None or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
-        return
-    if not Path(ckpt_path).is_file():
-        raise InputError(f"checkpoint not found: {ckpt_path}")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        # torch's refusal under weights_only is a page of advice; its gist fits in a few words.
-        why = "it is not a torch file, or holds objects other than tensors and plain values"
-        detail = why if "Weights only load failed" in str(err) else first_line(err, 160)
-        raise InputError(
-            f"checkpoint {ckpt_path} cannot be read (truncated, or not a checkpoint file): {type(err).__name__}: "
-            f"{detail}"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise InputError(f"{ckpt_path} is not a uft checkpoint (no state_dict): pass a last.ckpt written by uft fit")
-
-
 def check_strategy(strategy) -> None:
     """Strategies that shard parameters across processes (FSDP, DeepSpeed) are refused before the trainer is built:
     uft trains a few thousand parameters beside a frozen CLIP that every process holds whole, and its checkpoints,
@@ -335,7 +329,13 @@ def cli_main(
         parser_kwargs={"exit_on_error": False},
         trainer_defaults={
             "num_sanity_val_steps": 0,
-            "callbacks": [MetricsJSON(print_table=print_table), EvaluationFigures(), PredictionCSV()],
+            "callbacks": [
+                MetricsJSON(print_table=print_table),
+                EvaluationFigures(),
+                PredictionCSV(),
+                DivergenceWatch(),
+                GracefulStop(),
+            ],
         },
     )
 

@@ -27,6 +27,32 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 CHECKOUT = Path(__file__).resolve().parents[1]  # the folder holding the uft package: data/ and configs/ beside it
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
+
+def checkout_file(relative: str | Path, needed_by: str) -> Path:
+    """The repository's file ``relative`` (``data/<dataset>/classes.txt``, ``configs/...``) beside the package.
+
+    Only a clone has these files: an installed package (``pip install`` without ``-e``, a wheel) holds the ``uft``
+    package alone, and ``CHECKOUT`` is then the site-packages folder, where they are not.
+
+    Args:
+        relative: the file's path in the repository.
+        needed_by: what needs it, to begin the error message (``uft data check``).
+
+    Raises:
+        InputError: when the file is missing, saying to install from a clone (or, in a clone, to restore it).
+    """
+    path = CHECKOUT / relative
+    if path.is_file():
+        return path
+    name = Path(relative).as_posix()
+    if (CHECKOUT / "pyproject.toml").is_file():  # a clone that lost the file
+        raise InputError(f"{needed_by} needs {name}, which is missing from the clone at {CHECKOUT}: restore it")
+    raise InputError(
+        f"{needed_by} needs {name} of a clone of the uft repository, which an installed package does not have "
+        f"(uft is installed in {CHECKOUT}): clone the repository and install it with pip install -e <clone>"
+    )
+
+
 #: Module types whose affine weight and bias form the "visual norm" parameter group.
 NORM_TYPES = (nn.LayerNorm, _BatchNorm, nn.GroupNorm)
 

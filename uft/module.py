@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from uft.checkpoint_contents import IDENTITY_KEY, check_loadable, keep_trained
 from uft.clip import (
     cut_texts,
     encode_text_embeddings,
@@ -26,17 +27,14 @@ from uft.clip import (
 from uft.data.contract import TargetData
 from uft.data.skipped import unmark
 from uft.distributed import gather_batch, gather_objects, sum_over_processes, world_size
-from uft.errors import Diverged, InputError
+from uft.errors import InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
-from uft.prompts import PromptLearner, template_prompt
+from uft.prompts import PromptLearner, check_prompt_lengths, template_prompt
+from uft.schedule import CosineToZero
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
+from uft.target_table import TargetTable
 
-TABLE_KEY = "uft_target_table"  # per-sample table of the objective (UEO: confidence weights)
-TABLE_SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
-SCHEDULE_KEY = "uft_schedule_steps"  # the number of optimiser steps the default cosine schedule was planned over
-IDENTITY_KEY = "uft_model_identity"  # what a checkpoint's parameters only make sense with
-TARGETS_KEY = "uft_target_keys"  # which target list (paths, order, labels) the run trains on
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
@@ -123,7 +121,7 @@ class UFTModule(LightningModule):
             class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
         )
         self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
-        check_prompt_lengths(model_name, class_names, self.prompts)
+        check_prompt_lengths(class_names, self.prompts, *cut_texts(model_name, self.prompts.texts))
         self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
@@ -137,22 +135,12 @@ class UFTModule(LightningModule):
             {split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule) for split in eval_splits}
         )
         self.predict_threshold: float | None = None  # of the unknown decision in prediction
+        self.table = TargetTable()  # per-sample state over the target set (the objective's table, exclusions)
         self.eval_results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
-        self.target_table: Tensor | None = None
-        self._table_source: str | None = None  # of a table read from a checkpoint
-        self._schedule_steps: int | None = None
-        self._planned_steps: int | None = None  # of a checkpoint
-        self.finite_through: int | None = None  # the last step whose loss (and the state after it) was read finite
-        self._last_finite_loss: tuple[int, Tensor] | None = None  # (step, loss), for the divergence message
-        self._step_loss: tuple[int, Tensor, str] | None = None  # (step, loss, learning rates) of the running step
-        self._finite_check: tuple[int, Tensor, Tensor, str] | None = None  # the above and "all finite?", unread
         self._eval_text: Tensor | None = None
         self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
-        self._excluded: Tensor | None = None  # target samples that never train (unreadable), by sample index
-        self._any_excluded = False  # whether `_excluded` holds any, known on the host
         self._batch_marked = False  # whether the current batch holds an unreadable image, read on the host
         self._frozen_text: Tensor | None = None
-        self._target_keys: Tensor | None = None  # of the target list trained on (`TargetData.target_keys`)
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
         # Evaluation deals whole batches to processes: a small split can leave a process without any.
@@ -229,71 +217,36 @@ class UFTModule(LightningModule):
 
     def on_train_start(self) -> None:
         self._plan_schedule()
-        self.finite_through, self._last_finite_loss, self._step_loss, self._finite_check = None, None, None, None
         data = self.trainer.datamodule
         if isinstance(data, TargetData):
-            self._excluded = torch.zeros(data.num_target_samples, dtype=torch.bool, device=self.device)
-            self._excluded[data.skipped_indices("target")] = True
-            self._any_excluded = bool(data.skipped_indices("target"))
-            self._check_targets(data)
+            self.table.start(data, self.device)
         if not self.objective.needs_table:
             return
         data = self._target_data()
-        if self._table_source is not None and self._table_source != self.objective.table_source():
-            raise InputError(
-                f"the checkpoint's per-sample table was made by {self._table_source}, but this run's objective is "
-                f"{self.objective.table_source()}: resume with the objective the run started with"
-            )
-        if self.target_table is None:
+        self.table.check_resumed(self.objective, data.num_target_samples)
+        if self.table.values is None:
             labels = data.target_labels() if self.objective.uses_labels else None
-            cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples)
-            unreadable = cosine.isnan().any(dim=1)
-            if unreadable.any():
-                data.report_skipped("target", unreadable.nonzero().squeeze(1).tolist())
-                self._excluded |= unreadable
-                self._any_excluded = True
-            self.target_table = self._prepare_table(cosine, labels)
-        elif len(self.target_table) != data.num_target_samples:
-            raise InputError(
-                f"the checkpoint's per-sample table covers {len(self.target_table)} target images but the "
-                f"target set now has {data.num_target_samples}: resume with the data the run started with"
+            found = self.table.build(
+                self.objective, self.cosine_table(data.confidence_dataloader(), data.num_target_samples), labels
             )
-        self.target_table = self.target_table.to(self.device)
+            if found:
+                data.report_skipped("target", found)
+        self.table.to_device(self.device)
 
-    def _check_targets(self, data: TargetData) -> None:
-        """A resumed run trains on the target list it started with: its per-sample table and its place in the epoch
-        are by sample index, so another list of the same size would silently give each image another's weights."""
-        keys = data.target_keys()
-        saved, self._target_keys = self._target_keys, keys
-        if saved is None or torch.equal(saved, keys):
-            return
-        if len(saved) != len(keys):
-            raise InputError(
-                f"the checkpoint was trained on {len(saved)} target images but the target set now has {len(keys)}: "
-                "resume with the data the run started with"
-            )
-        first = int((saved != keys).nonzero()[0])
-        raise InputError(
-            f"the target list differs from the one the checkpoint was trained on, first at sample {first}: now "
-            f"{data.describe_target(first)}; resume with the list the run started with (the same images, order and "
-            "labels), or start afresh with --fresh"
-        )
+    @property
+    def target_table(self) -> Tensor | None:
+        """The objective's per-sample table (:class:`~uft.target_table.TargetTable` ``values``)."""
+        return self.table.values
 
-    def _prepare_table(self, cosine: Tensor, labels: Tensor | None) -> Tensor:
-        """The objective's per-sample table from the readable samples only (a table may depend on all rows, e.g.
-        UPL's per-class top-k); the rows of excluded samples are zero and never read."""
-        keep = ~self._excluded
-        if bool(keep.all()):
-            return self.objective.prepare(cosine, labels)
-        part = self.objective.prepare(cosine[keep], None if labels is None else labels.to(keep.device)[keep])
-        table = part.new_zeros((len(cosine), *part.shape[1:]))
-        table[keep] = part
-        return table
+    @target_table.setter
+    def target_table(self, values: Tensor | None) -> None:
+        self.table.values = values
 
     @torch.no_grad()
-    def zero_shot_cosine(self, loader, num_samples: int, text: Tensor | None = None) -> Tensor:
-        """One pass over the target set with the current (zero-shot) weights: cosine similarities
-        (``num_samples``, K), each row at its sample index; the row of an image that could not be read is NaN.
+    def cosine_table(self, loader, num_samples: int, text: Tensor | None = None) -> Tensor:
+        """Cosine similarities (``num_samples``, K) of every image ``loader`` yields under the current weights (before
+        training: the zero-shot model), each row at its sample index; the row of an image that could not be read is
+        NaN. The confidence pass over the target set, and prediction's pass for its threshold.
 
         Each process encodes the samples its ``loader`` yields; rows are summed over processes, so every process
         ends with the whole table. A row that no process, or more than one, filled is an error.
@@ -314,7 +267,7 @@ class UFTModule(LightningModule):
         sum_over_processes(cosine)
         cosine[sum_over_processes(unreadable) > 0] = float("nan")
         if not bool((sum_over_processes(filled) == 1).all()):
-            raise RuntimeError("the confidence pass must see every target sample exactly once")
+            raise RuntimeError("the pass over the target set must see every sample exactly once")
         return cosine
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -332,11 +285,9 @@ class UFTModule(LightningModule):
             cosine, index = self._drop_unreadable(cosine, index)
             if not len(index):
                 return None  # nothing readable in this batch: no step
-        table = self.target_table[index] if self.objective.needs_table else None
+        table = self.table.rows(index) if self.objective.needs_table else None
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         groups = self._trainer.optimizers[0].param_groups if self._trainer is not None else []
-        rates = ", ".join(f"{g['name']} {g['lr']:.3g}" for g in groups)  # of this step, for a divergence message
-        self._step_loss = (self.global_step, loss.detach(), rates)
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         for group in groups:  # plain floats: nothing read from the device
             self.log(f"train/lr_{group['name']}", group["lr"], batch_size=cosine.shape[0])
@@ -351,7 +302,7 @@ class UFTModule(LightningModule):
     def _drop_needed(self) -> bool:
         """Whether the global batch may hold rows that must not train: decided on the host, and agreed over
         processes (one small all-reduce per step on several processes; none on one)."""
-        needed = self._batch_marked or self._any_excluded
+        needed = self._batch_marked or self.table.any_excluded
         if world_size() == 1:
             return needed
         flag = torch.tensor([float(needed)], device=self.device)
@@ -363,72 +314,9 @@ class UFTModule(LightningModule):
         readable, index = unmark(index)
         if not bool(readable.all()):
             self._target_data().report_skipped("target", index[~readable].tolist())
-            self._excluded[index[~readable]] = True
-            self._any_excluded = True
-        keep = ~self._excluded[index]
+            self.table.exclude(index[~readable])
+        keep = ~self.table.excluded[index]
         return cosine[keep], index[keep]
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # After the optimiser step (the checkpoint callback refuses to save a non-finite state before this runs).
-        # A non-finite loss or parameter stops the run. The check of this step is queued on the device and read at
-        # the next step: reading a device value waits for the device, and waiting for the step just queued would
-        # leave it idle while the next step is prepared. The loss is the same on every process, and so are the
-        # parameters: every process stops at the same step.
-        if outputs is None or self._step_loss is None or self._read_through(self._step_loss[0]):
-            return  # no step, or its check was read already (`confirm_finite`)
-        previous, self._finite_check = self._finite_check, self._queue_finite_check()
-        if previous is not None:
-            self._read_finite_check(previous)
-
-    def confirm_finite(self) -> int | None:
-        """Reads now, waiting for the device, whether the last step's loss and the parameters after it are finite
-        (and every check queued before it); raises :class:`~uft.errors.Diverged` if not. Returns
-        ``finite_through``: the last step whose loss was seen finite, so the state that step started from is one a
-        checkpoint may keep (``None`` before the first step of this run)."""
-        self._flush_finite_check()
-        if self._step_loss is not None and not self._read_through(self._step_loss[0]):
-            self._read_finite_check(self._queue_finite_check())
-        return self.finite_through
-
-    def _read_through(self, step: int) -> bool:
-        return self.finite_through is not None and self.finite_through >= step
-
-    def _queue_finite_check(self) -> tuple[int, Tensor, Tensor, str]:
-        """The running step's check, queued on the device: (step, all finite?, loss, learning rates)."""
-        step, loss, rates = self._step_loss
-        trained = [p for p in self.parameters() if p.requires_grad]
-        finite = torch.stack([torch.isfinite(loss), *(torch.isfinite(p).all() for p in trained)]).all()
-        return step, finite, loss, rates
-
-    def on_train_epoch_end(self) -> None:
-        self._flush_finite_check()
-
-    def on_train_end(self) -> None:
-        self._flush_finite_check()
-
-    def _flush_finite_check(self) -> None:
-        pending, self._finite_check = self._finite_check, None
-        if pending is not None:
-            self._read_finite_check(pending)
-
-    def _read_finite_check(self, check: tuple[int, Tensor, Tensor, str]) -> None:
-        step, finite, loss, rates = check
-        if bool(finite):
-            self._last_finite_loss, self.finite_through = (step, loss), step
-            return
-        self._finite_check = None
-        if not bool(torch.isfinite(loss)):
-            raise Diverged(self._divergence(step, rates, f"the loss is {float(loss)}"))
-        bad = [name for name, p in self.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
-        raise Diverged(self._divergence(step, rates, f"the parameters {', '.join(bad[:3])} are no longer finite"))
-
-    def _divergence(self, step: int, rates: str, what: str) -> str:
-        last = self._last_finite_loss
-        before = f"; last finite loss {float(last[1]):.6g} at step {last[0]}" if last else ""
-        return (
-            f"training diverged at step {step}: {what} (learning rates: {rates}{before}); lower "
-            "model.prompt_lr / model.visual_lr"
-        )
 
     def configure_optimizers(self):
         groups = []
@@ -440,30 +328,24 @@ class UFTModule(LightningModule):
         if self.scheduler_factory is None:
             # The length of the run is read at `on_train_start`, once a checkpoint (and the loader's place in the
             # epoch) is restored: `estimated_stepping_batches` here would load the training data too early for that.
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.cosine_factor(step))
+            scheduler = CosineToZero(optimizer)
         else:
             scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def cosine_factor(self, step: int) -> float:
-        """The default schedule, ``(1 + cos(pi * step / T)) / 2`` over the ``T`` optimiser steps of the run."""
-        total = self._schedule_steps
-        return 1.0 if not total else 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
     def _plan_schedule(self) -> None:
-        if self.scheduler_factory is not None:
-            return
-        self._schedule_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         (config,) = self.trainer.lr_scheduler_configs
-        step = config.scheduler.last_epoch
-        for group, base in zip(config.scheduler.optimizer.param_groups, config.scheduler.base_lrs):
-            group["lr"] = base * self.cosine_factor(step)
-        if self._planned_steps is not None and self._planned_steps != self._schedule_steps:
+        schedule = config.scheduler
+        if not isinstance(schedule, CosineToZero):
+            return  # a configured scheduler plans itself
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        before = schedule.plan(total)
+        if before is not None and before != total:
+            step = schedule.last_epoch
             rank_zero_info(
-                f"uft: the run now has {self._schedule_steps} optimiser steps instead of {self._planned_steps} "
-                f"(max_epochs or batch size changed): the cosine schedule is re-planned over "
-                f"{self._schedule_steps} steps from step {step} (learning-rate factor now "
-                f"{self.cosine_factor(step):.3f})"
+                f"uft: the run now has {total} optimiser steps instead of {before} (max_epochs or batch size "
+                f"changed): the cosine schedule is re-planned over {total} steps from step {step} (learning-rate "
+                f"factor now {schedule.factor(step):.3f})"
             )
 
     # ---------------------------------------------------------------- evaluation
@@ -532,7 +414,6 @@ class UFTModule(LightningModule):
         self._eval_text = None
 
     def on_validation_epoch_start(self) -> None:
-        self._flush_finite_check()  # validation within fit runs before the training epoch ends
         self._eval_start()
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -552,7 +433,7 @@ class UFTModule(LightningModule):
         self._eval_start()
         # The unknown decision's threshold, from the unlabeled target set's scores under the same weights.
         data = self._target_data()
-        cosine = self.zero_shot_cosine(data.confidence_dataloader(), data.num_target_samples, self._eval_text)
+        cosine = self.cosine_table(data.confidence_dataloader(), data.num_target_samples, self._eval_text)
         scores = self.ood_score(cosine[~cosine.isnan().any(dim=1)])
         self.predict_threshold = self.unknown_rule.threshold(scores)
 
@@ -575,16 +456,9 @@ class UFTModule(LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trained = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
-        if self.target_table is not None:
-            checkpoint[TABLE_KEY] = self.target_table.cpu()
-            checkpoint[TABLE_SOURCE_KEY] = self.objective.table_source()
-        if self._schedule_steps is not None:
-            checkpoint[SCHEDULE_KEY] = self._schedule_steps
+        keep_trained(checkpoint, self)
+        self.table.save(checkpoint, self.objective)
         checkpoint[IDENTITY_KEY] = self.identity()
-        if self._target_keys is not None:
-            checkpoint[TARGETS_KEY] = self._target_keys
 
     def identity(self) -> dict:
         """What the trained parameters only make sense with: architecture, pretrained weights (a hash for local
@@ -597,55 +471,7 @@ class UFTModule(LightningModule):
             "tune": self.hparams.tune,
         }
 
-    def _check_identity(self, saved: dict) -> None:
-        """The configuration typed by the user wins over the checkpoint's; refuse where the two cannot work together."""
-        current = self.identity()
-        fitting = self._trainer is not None and self.trainer.training
-        keys = ["model_name", "weights", "class_names", "context_length"] + (["tune"] if fitting else [])
-        differ = [key for key in keys if key in saved and saved[key] != current[key]]
-        if differ:
-            details = "; ".join(
-                f"{key}: checkpoint {_short(saved[key])}, configured {_short(current[key])}" for key in differ
-            )
-            raise InputError(f"the checkpoint does not fit this configuration ({details})")
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._check_identity(checkpoint.get(IDENTITY_KEY) or checkpoint.get("hyper_parameters", {}))
-        broken = [k for k, v in checkpoint["state_dict"].items() if not torch.isfinite(v).all()]
-        if broken:
-            raise InputError(f"the checkpoint holds non-finite parameters ({', '.join(broken[:3])}): a diverged run's")
-        unexpected = sorted(set(checkpoint["state_dict"]) - set(self.state_dict()))
-        if unexpected:
-            raise InputError(
-                f"the checkpoint holds parameters this model does not have ({', '.join(unexpected[:3])}, ...): "
-                f"was it trained with another model_name?"
-            )
-        self.target_table = checkpoint.get(TABLE_KEY)
-        self._table_source = checkpoint.get(TABLE_SOURCE_KEY)
-        self._planned_steps = checkpoint.get(SCHEDULE_KEY)
-        self._target_keys = checkpoint.get(TARGETS_KEY)
-
-
-def check_prompt_lengths(model_name: str, class_names: list[str], prompts: PromptLearner) -> None:
-    """A class prompt longer than the text context is cut there by the tokenizer: each such name is a warning, and
-    two names whose prompts are the same after the cut (the model could not tell them apart) are an error."""
-    cut, length = cut_texts(model_name, prompts.texts)
-    for i in cut:
-        rank_zero_warn(
-            f"class name {class_names[i]!r} is cut: its prompt (with {prompts.n_ctx} context tokens) is longer than "
-            f"the {length} tokens of {model_name}'s text context; the words after the cut are not read"
-        )
-        for j in range(len(class_names)):
-            if j != i and torch.equal(prompts.tokens[i], prompts.tokens[j]):
-                raise InputError(
-                    f"class names {class_names[min(i, j)]!r} and {class_names[max(i, j)]!r} give the same prompt "
-                    f"once cut at the {length} tokens of {model_name}'s text context: shorten them so that they "
-                    "differ early"
-                )
-
-
-def _short(value) -> str:
-    """A value for a one-line message: long lists are cut."""
-    if isinstance(value, list) and len(value) > 6:
-        return f"{len(value)} names [{', '.join(map(str, value[:4]))}, ...]"
-    return repr(value)
+        fitting = self._trainer is not None and self.trainer.training
+        check_loadable(checkpoint, self.identity(), set(self.state_dict()), fitting)
+        self.table.load(checkpoint)

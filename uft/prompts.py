@@ -3,6 +3,8 @@ Vision-Language Models", IJCV 2022)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -63,3 +65,23 @@ class PromptLearner(nn.Module):
         ctx = self.ctx.unsqueeze(0).expand(self.prefix.shape[0], -1, -1)
         suffix = self.suffix if length is None else self.suffix[:, : max(length - 1 - self.n_ctx, 0)]
         return torch.cat([self.prefix, ctx, suffix], dim=1)
+
+
+def check_prompt_lengths(class_names: list[str], prompts: PromptLearner, cut: list[int], length: int | None) -> None:
+    """Class prompts ``cut`` at the text context of ``length`` tokens (the tokenizer cuts there, :func:`
+    uft.clip.cut_texts`): each such name is a warning, and two names whose prompts are the same after the cut (the
+    model could not tell them apart) are an error."""
+    from uft.errors import InputError
+
+    for i in cut:
+        warnings.warn(
+            f"class name {class_names[i]!r} is cut: its prompt (with {prompts.n_ctx} context tokens) is longer than "
+            f"the {length} tokens of the text context; the words after the cut are not read",
+            stacklevel=2,
+        )
+        for j in range(len(class_names)):
+            if j != i and torch.equal(prompts.tokens[i], prompts.tokens[j]):
+                raise InputError(
+                    f"class names {class_names[min(i, j)]!r} and {class_names[max(i, j)]!r} give the same prompt "
+                    f"once cut at the {length} tokens of the text context: shorten them so that they differ early"
+                )

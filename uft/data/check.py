@@ -2,8 +2,10 @@
 
 For a folder where a user unpacked Office, Office-Home, VisDA-C or DomainNet: finds each domain (spellings that
 differ in spaces, underscores or case match), matches its class folders to the shipped class names (ids in the
-benchmark's label order), decodes every image, writes one list file per domain (``relative/path.jpg <label>``,
-paths relative to the domain folder) into ``ROOT/uft_lists/`` and compares image counts with the published totals.
+benchmark's label order; ``data/<dataset>/classes.txt`` of the clone uft runs from: an installed package, which has
+none, is refused in one line), decodes every image (with a progress bar when stderr is a terminal), writes one list
+file per domain (``relative/path.jpg <label>``, paths relative to the domain folder) into ``ROOT/uft_lists/`` and
+compares image counts with the published totals.
 A missing domain or class folder is an error naming what was expected; unreadable images and counts that differ
 from the published ones are reported, not refused. Nothing in the dataset is changed, and an existing list file
 with other content is not overwritten. Each list file is written whole or not at all (a temporary file moved into
@@ -16,16 +18,17 @@ import errno
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from uft.clip import CHECKOUT
+from uft.clip import CHECKOUT, checkout_file
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
-from uft.data.shards import OneLineParser, Stopped, stop_on_signals
-from uft.data.skipped import unreadable_files
+from uft.data.shards import OneLineParser, Stopped, progress, stop_on_signals
+from uft.data.skipped import unreadable_reason
 from uft.errors import InputError
 
-DATA = CHECKOUT / "data"  # data/<dataset>/classes.txt
+DATA = CHECKOUT / "data"  # data/<dataset>/classes.txt: a clone's, not an installed package's (see checkout_file)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def check(dataset: str, root: str | Path, verify: bool = True, out: Path | None 
     if dataset not in BENCHMARKS:
         raise InputError(f"unknown dataset {dataset!r}: expected one of {', '.join(BENCHMARKS)}")
     benchmark, root = BENCHMARKS[dataset], Path(root)
-    names, _ = read_class_names(str(DATA / dataset / "classes.txt"))
+    names, _ = read_class_names(str(checkout_file(Path("data") / dataset / "classes.txt", "uft data check")))
     if not root.is_dir():
         raise InputError(f"dataset root not found: {root}")
     found = {}
@@ -104,7 +107,7 @@ def _check_domains(
                 f"warning: {domain}: no images of {len(missing)} classes ({', '.join(names[i] for i in missing[:5])}"
                 f"{', ...' if len(missing) > 5 else ''})"
             )
-        bad = list(unreadable_files(folder, (s.path for s in samples)).values()) if verify else []
+        bad = _unreadable(folder, [s.path for s in samples], domain) if verify else []
         for path, reason in bad:
             report.append(f"warning: {domain}: unreadable image {folder / path}: {reason}")
         good = [s for s in samples if s.path not in {path for path, _ in bad}]
@@ -117,6 +120,22 @@ def _check_domains(
         listing = _write_list(out / f"{domain.replace(' ', '_')}.txt", good)
         report.append(f"{domain}: {len(good)} images of {len(names) - len(missing)} classes in {folder} -> {listing}")
     return report
+
+
+def _unreadable(folder: Path, paths: list[str], domain: str) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the ``paths`` (relative to ``folder``) that cannot be decoded, decoded in a thread
+    pool as :func:`~uft.data.skipped.unreadable_files` does, with a progress bar: a DomainNet domain takes minutes."""
+    bad = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, progress(len(paths), domain) as bar:
+        try:
+            for path, reason in zip(paths, pool.map(unreadable_reason, (folder / path for path in paths))):
+                bar.update()
+                if reason is not None:
+                    bad.append((path, reason))
+        except BaseException:  # Ctrl-C or SIGTERM: stop now, not after decoding the rest of the domain
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return bad
 
 
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)

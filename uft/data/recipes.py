@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import shutil
@@ -93,6 +95,13 @@ class DataRecipe:
         return "the data set"
 
     def ensure(self, root: str | Path | None = None) -> DataLayout:
+        """The data set in ``root`` (default: :meth:`default_root`), rendered first when the folder is missing or
+        empty. Every process of a distributed launch may call it at once: each renders into a scratch folder of its
+        own, the first to rename it into place wins, and the others remove theirs and use that one.
+
+        Raises:
+            InputError: no root, a root whose parent is missing, or a folder this recipe did not make.
+        """
         if root is None:
             root = self.default_root()
             if root is None:
@@ -100,14 +109,10 @@ class DataRecipe:
         root = Path(root)
         stamp = {"recipe": f"{type(self).__module__}.{type(self).__qualname__}", **self.params()}
         if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()  # an empty folder: made into, as a new one
+            with contextlib.suppress(FileNotFoundError):  # another rank, started on the same empty folder, was first
+                root.rmdir()  # an empty folder: made into, as a new one
         if root.exists():
-            found = root / STAMP
-            if not found.is_file() or json.loads(found.read_text()) != stamp:
-                raise InputError(
-                    f"{root} exists but was not made by this recipe ({stamp}): remove it or choose another data.root"
-                )
-            return DataLayout.of(root)
+            return self._made(root, stamp)
         if not root.parent.is_dir():
             raise InputError(
                 f"data.root {root}: its parent folder {root.parent.resolve()} does not exist; a data recipe renders "
@@ -120,10 +125,28 @@ class DataRecipe:
             (scratch / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
             size = sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file())
             scratch.rename(root)
-            print(f"uft: rendered {root} ({size / 1e6:.1f} MB)", file=sys.stderr, flush=True)
-        except FileExistsError:  # another process made it meanwhile
+        except OSError as err:
             shutil.rmtree(scratch, ignore_errors=True)
+            # Every rank of torchrun or srun renders when the folder is missing; the first rename wins, and the
+            # others find its folder in the way: Linux says ENOTEMPTY (a rename onto a non-empty folder), other
+            # systems EEXIST. That folder is then the data set, if it is this recipe's.
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not root.is_dir():
+                raise
+            print(f"uft: {root} was rendered by another process meanwhile; using it", file=sys.stderr, flush=True)
+            return self._made(root, stamp)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        print(f"uft: rendered {root} ({size / 1e6:.1f} MB)", file=sys.stderr, flush=True)
+        return DataLayout.of(root)
+
+    @staticmethod
+    def _made(root: Path, stamp: dict) -> DataLayout:
+        """The layout of the existing folder ``root``, if this recipe (``stamp``) made it; an
+        :class:`~uft.errors.InputError` otherwise, so that a folder holding something else is never read as it."""
+        found = root / STAMP
+        if not found.is_file() or json.loads(found.read_text()) != stamp:
+            raise InputError(
+                f"{root} exists but was not made by this recipe ({stamp}): remove it or choose another data.root"
+            )
         return DataLayout.of(root)

@@ -44,6 +44,7 @@ from typing import NoReturn
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from uft.data.lists import UNLABELED, Sample
 from uft.data.skipped import read_rgb, unreadable_reason
@@ -93,6 +94,15 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
     return size
+
+
+def progress(total: int, desc: str, unit: str = "img") -> tqdm:
+    """A progress bar with count and rate on stderr, for work that runs minutes without another word; drawn only
+    when stderr is a terminal (logs, pipes and tests get nothing), and erased when done: the command's own lines
+    say what was done. Use it as a context manager, so that it is gone before an error line is printed."""
+    return tqdm(
+        total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False, smoothing=0.1
+    )
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,8 @@ def write_shards(
     ``uft_shards.json``. The shards are written into a temporary folder beside ``out``, named after the writing
     process (``.OUT.partial-<pid>@<host>-<random>``), and moved into place when complete: a failed run, or one
     stopped by Ctrl-C (or SIGTERM, under :func:`stop_on_signals`), removes it; one killed outright leaves it to
-    :func:`remove_stale_partials`. ``out`` must not exist yet (or be empty).
+    :func:`remove_stale_partials`. ``out`` must not exist yet (or be empty). Where stderr is a terminal, a
+    :func:`progress` bar counts the images written.
 
     Raises:
         InputError: for an image that cannot be read, an ``out`` in the way, or an output file system that refuses
@@ -186,14 +197,16 @@ def write_shards(
         os.umask(umask)
         partial.chmod(0o777 & ~umask)  # a folder as mkdir would make it (mkdtemp's is private)
         writer = BinaryWriter(str(partial), chunk_bytes=chunk_bytes)
-        for position, index in enumerate(order):
-            sample = samples[index]
-            try:
-                image = (folder / sample.path).read_bytes()
-            except OSError as err:
-                reason = err.strerror or err
-                raise InputError(f"cannot read {folder / sample.path}: {reason}; nothing was written") from None
-            writer[position] = {"index": index, "label": sample.label, "path": sample.path, "image": image}
+        with progress(len(order), f"writing {out.name}") as bar:
+            for position, index in enumerate(order):
+                sample = samples[index]
+                try:
+                    image = (folder / sample.path).read_bytes()
+                except OSError as err:
+                    reason = err.strerror or err
+                    raise InputError(f"cannot read {folder / sample.path}: {reason}; nothing was written") from None
+                writer[position] = {"index": index, "label": sample.label, "path": sample.path, "image": image}
+                bar.update()
         writer.done()
         writer.merge()
         _pin_updated_at(partial)

@@ -15,7 +15,8 @@ Arguments it does not know (``--model.pretrained openai``, ``--trainer.devices 1
 
 Every method, domain and index is checked, and every run's configuration parsed, before the first run (or before
 the SLURM script is printed): a mistake ends the sweep with one ``uft: error:`` line, never with a SLURM array of
-tasks that each fail. The configs and class-name files are the checkout's, whatever the current folder.
+tasks that each fail. The configs and class-name files are the checkout's, whatever the current folder; an
+installed package, which has neither, is refused in one line that says to install from a clone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 
 from uft.atomic_files import write_text
-from uft.clip import CHECKOUT
+from uft.clip import CHECKOUT, checkout_file
 from uft.data.check import BENCHMARKS, DATA, LIST_FOLDER
 from uft.errors import InputError
 from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method
@@ -65,7 +66,10 @@ def canonical_domains(dataset: str, domains: list[str]) -> list[str]:
 def check_plan(args: argparse.Namespace, runs: list[tuple[str, str, str]], extra: list[str]) -> None:
     """Everything a sweep can refuse before its first run (or its SLURM script), as an
     :class:`~uft.errors.InputError`: unknown or repeated names, ``--only`` outside the plan, ``--out`` that is a
-    file, a missing dataset folder, and the configuration of every (setting, method) it will run."""
+    file, a missing dataset folder, a uft without the checkout's configs and class names (an installed package),
+    and the configuration of every (setting, method) it will run."""
+    for needed in (Path("configs") / args.dataset / "ueo.yaml", Path("data") / args.dataset / "classes.txt"):
+        checkout_file(needed, "the sweep")  # first: without them, every other message would mislead
     unknown = [m for m in args.methods if not (CONFIGS / "method" / f"{m}.yaml").is_file()]
     if unknown:
         known = ", ".join(sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml")))

@@ -1,0 +1,62 @@
+"""Pictures of the last evaluation, and its per-sample scores."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from uft.atomic_files import write_bytes, write_error
+
+
+class EvaluationFigures(Callback):
+    """PNG pictures of the last evaluation in ``<log dir>/figures/`` at the end of ``validate``, ``test`` and ``fit``
+    (after its final evaluation): the ROC curve of each split (known vs unknown), the histogram of the OOD score of
+    known and unknown images with the unknown decision's threshold, and per-class accuracy. Also
+    ``scores.pt`` (``num_known``, and per split: OOD scores, predictions, labels, threshold) for pictures across
+    runs, and the
+    figures in TensorBoard when that is the logger. Written by process 0.
+
+    Args:
+        folder: sub-folder of the log directory for the pictures.
+    """
+
+    def __init__(self, folder: str = "figures") -> None:
+        self.folder = folder
+
+    def _write(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = getattr(pl_module, "eval_results", None)
+        if trainer.sanity_checking or not results:
+            return
+        self._write_files(trainer, Path(trainer.log_dir or trainer.default_root_dir), results, pl_module)
+
+    @rank_zero_only
+    def _write_files(self, trainer: Trainer, log_dir: Path, results: dict, pl_module: LightningModule) -> None:
+        from uft.figures import evaluation_figures, save_figures
+
+        figures = evaluation_figures(results, list(pl_module.hparams.class_names))
+        save_figures(figures, log_dir / self.folder)
+        scores = io.BytesIO()
+        torch.save({"num_known": len(pl_module.hparams.class_names), "splits": results}, scores)
+        write_bytes(log_dir / "scores.pt", scores.getvalue())
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):  # TensorBoard
+            try:
+                for name, figure in figures.items():
+                    experiment.add_figure(f"eval/{name}", figure, global_step=trainer.global_step)
+                experiment.flush()  # its writer thread's failure (a full disk) surfaces here, with the folder named
+            except OSError as err:
+                raise write_error(f"{experiment.get_logdir()} (TensorBoard events)", err) from None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn != "fit":  # during fit: once, at its end
+            self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, pl_module)
