@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -142,3 +145,21 @@ def test_class_texts_are_encoded_once_per_pass_that_needs_them(
     calls.clear()
     cli_main(["validate", *args])
     assert len(calls) == 1
+
+
+def test_the_pass_over_the_target_set_shows_a_bar_on_a_terminal_only(shapes_dir, tmp_path, monkeypatch):
+    """The confidence pass runs before Lightning's bar appears: on a terminal it draws its own (and erases it)."""
+    from uft.cli import cli_main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path / "tty", "--trainer.max_epochs=1")])
+    assert re.search(r"encoding the target set: .*\d+/\d+ \[", terminal.getvalue())
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    cli_main(["fit", *demo_args(shapes_dir, tmp_path / "log", "--trainer.max_epochs=1")])
+    assert "encoding the target set" not in log.getvalue()

@@ -30,6 +30,7 @@ from uft.distributed import gather_batch, gather_objects, sum_over_processes, wo
 from uft.errors import InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
+from uft.progress import progress
 from uft.prompts import PromptLearner, check_prompt_lengths, template_prompt
 from uft.schedule import CosineToZero
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
@@ -105,11 +106,7 @@ class UFTModule(LightningModule):
         unknown_rule: ThresholdRule | None = None,
     ) -> None:
         super().__init__()
-        for name, lr in (("prompt_lr", prompt_lr), ("visual_lr", visual_lr)):
-            if not (math.isfinite(lr) and lr > 0):
-                raise InputError(f"model.{name} must be a positive learning rate, got {lr}")
-        if text_chunk_size is not None and text_chunk_size < 1:
-            raise InputError(f"model.text_chunk_size must be a positive number of classes, got {text_chunk_size}")
+        _check_arguments(prompt_lr, visual_lr, text_chunk_size)
         eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
         # eval_splits as resolved above; the components are configured, not stored
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler", "ood_score", "unknown_rule"])
@@ -117,18 +114,7 @@ class UFTModule(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.clip, self.preprocess = load_clip(model_name, pretrained)
-        self.prompts = PromptLearner(
-            class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
-        )
-        self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
-        check_prompt_lengths(class_names, self.prompts, *cut_texts(model_name, self.prompts.texts))
-        self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
-        self.visual_norms = visual_norm_parameters(self.clip.visual)
-        for p in self.visual_norms:
-            p.requires_grad_(tune in ("both", "visual"))
-        for p in self.clip.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(getattr(torch, frozen_dtype))
+        self._build_trained(class_names, model_name, ctx_init, tune, frozen_dtype)
         self.ood_score = ood_score if ood_score is not None else MSP()
         self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
         self.metrics = nn.ModuleDict(
@@ -145,6 +131,22 @@ class UFTModule(LightningModule):
         self.strict_loading = False
         # Evaluation deals whole batches to processes: a small split can leave a process without any.
         self.allow_zero_length_dataloader_with_multiple_devices = True
+
+    def _build_trained(self, class_names: list[str], model_name: str, ctx_init: str, tune: str, frozen: str) -> None:
+        """The prompt context and the visual norm affines, trainable as ``tune`` says; the rest of CLIP stored as
+        ``frozen``."""
+        self.prompts = PromptLearner(
+            class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
+        )
+        self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
+        check_prompt_lengths(class_names, self.prompts, *cut_texts(model_name, self.prompts.texts))
+        self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
+        self.visual_norms = visual_norm_parameters(self.clip.visual)
+        for p in self.visual_norms:
+            p.requires_grad_(tune in ("both", "visual"))
+        for p in self.clip.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(getattr(torch, frozen))
 
     # ---------------------------------------------------------------- features
     def text_features(self) -> Tensor:
@@ -258,11 +260,14 @@ class UFTModule(LightningModule):
             cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
             filled = torch.zeros(num_samples, device=self.device)
             unreadable = torch.zeros(num_samples, device=self.device)
-            for images, index in loader:
-                readable, index = unmark(index.to(self.device))
-                cosine[index] = self.cosine(images.to(self.device), text)
-                filled[index] += 1
-                unreadable[index[~readable]] = 1
+            # The pass over a large target set runs before Lightning's own bar appears: its own bar, on a terminal.
+            with progress(len(loader), "encoding the target set", unit="batch", enabled=self.global_rank == 0) as bar:
+                for images, index in loader:
+                    readable, index = unmark(index.to(self.device))
+                    cosine[index] = self.cosine(images.to(self.device), text)
+                    filled[index] += 1
+                    unreadable[index[~readable]] = 1
+                    bar.update()
         self.train(was_training)
         sum_over_processes(cosine)
         cosine[sum_over_processes(unreadable) > 0] = float("nan")
@@ -475,3 +480,11 @@ class UFTModule(LightningModule):
         fitting = self._trainer is not None and self.trainer.training
         check_loadable(checkpoint, self.identity(), set(self.state_dict()), fitting)
         self.table.load(checkpoint)
+
+
+def _check_arguments(prompt_lr: float, visual_lr: float, text_chunk_size: int | None) -> None:
+    for name, lr in (("prompt_lr", prompt_lr), ("visual_lr", visual_lr)):
+        if not (math.isfinite(lr) and lr > 0):
+            raise InputError(f"model.{name} must be a positive learning rate, got {lr}")
+    if text_chunk_size is not None and text_chunk_size < 1:
+        raise InputError(f"model.text_chunk_size must be a positive number of classes, got {text_chunk_size}")

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from uft.clip import CHECKOUT, checkout_file
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
-from uft.data.shards import OneLineParser, Stopped, progress, stop_on_signals
+from uft.data.shards import OneLineParser, Stopped, stop_on_signals
 from uft.data.skipped import unreadable_reason
 from uft.errors import InputError
+from uft.progress import progress
 
 DATA = CHECKOUT / "data"  # data/<dataset>/classes.txt: a clone's, not an installed package's (see checkout_file)
 

@@ -44,11 +44,11 @@ from typing import NoReturn
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from uft.data.lists import UNLABELED, Sample
 from uft.data.skipped import read_rgb, unreadable_reason
 from uft.errors import InputError, first_line
+from uft.progress import progress
 from uft.run_lock import process_runs
 
 SAMPLES_FILE = "uft_samples.tsv"
@@ -94,15 +94,6 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
     return size
-
-
-def progress(total: int, desc: str, unit: str = "img") -> tqdm:
-    """A progress bar with count and rate on stderr, for work that runs minutes without another word; drawn only
-    when stderr is a terminal (logs, pipes and tests get nothing), and erased when done: the command's own lines
-    say what was done. Use it as a context manager, so that it is gone before an error line is printed."""
-    return tqdm(
-        total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False, smoothing=0.1
-    )
 
 
 @dataclass(frozen=True)
@@ -167,22 +158,8 @@ def write_shards(
         InputError: for an image that cannot be read, an ``out`` in the way, or an output file system that refuses
             the shards (read-only, full); nothing is left behind then.
     """
-    from litdata.streaming.writer import BinaryWriter
-
     out, folder = Path(out), Path(folder)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file: shards go into a new folder")
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"{out} exists and is not empty: shards go into a new folder")
-    if not out.parent.is_dir():
-        if out.parent.exists():
-            raise InputError(f"{out.parent} is a file, not a folder: write the shards elsewhere")
-        raise InputError(f"the folder {out.parent} does not exist: create it first, or write the shards elsewhere")
-    for sample in samples:
-        if "\t" in sample.path or "\n" in sample.path:
-            raise InputError(f"image path {sample.path!r} holds a tab or a line break, which the sample list cannot")
-    if class_names is not None and any(s.label >= len(class_names) for s in samples):
-        raise InputError(f"a label of the samples is outside the {len(class_names)} class names")
+    _check_shard_input(samples, out, class_names)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(samples), generator=generator).tolist()  # order[position] = sample index
     owner = f"{os.getpid()}@{socket.gethostname()}-"  # who writes it: a later run removes it only once we are gone
@@ -196,26 +173,9 @@ def write_shards(
         umask = os.umask(0)
         os.umask(umask)
         partial.chmod(0o777 & ~umask)  # a folder as mkdir would make it (mkdtemp's is private)
-        writer = BinaryWriter(str(partial), chunk_bytes=chunk_bytes)
-        with progress(len(order), f"writing {out.name}") as bar:
-            for position, index in enumerate(order):
-                sample = samples[index]
-                try:
-                    image = (folder / sample.path).read_bytes()
-                except OSError as err:
-                    reason = err.strerror or err
-                    raise InputError(f"cannot read {folder / sample.path}: {reason}; nothing was written") from None
-                writer[position] = {"index": index, "label": sample.label, "path": sample.path, "image": image}
-                bar.update()
-        writer.done()
-        writer.merge()
+        _write_records(samples, order, folder, partial, chunk_bytes, out.name)
         _pin_updated_at(partial)
-        position_of = {index: position for position, index in enumerate(order)}
-        positions = [position_of[i] for i in range(len(samples))]
-        lines = [HEADER] + [f"{i}\t{positions[i]}\t{s.label}\t{s.path}" for i, s in enumerate(samples)]
-        (partial / SAMPLES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        meta = {"format": META_FORMAT, "class_names": class_names, "samples_sha256": samples_digest(samples, positions)}
-        (partial / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        _write_sample_list(samples, order, partial, class_names)
         if out.exists():
             out.rmdir()  # empty, checked above
         partial.rename(out)
@@ -229,6 +189,54 @@ def write_shards(
     files = [p for p in out.iterdir() if p.is_file()]
     chunks = sum(p.name.endswith(".bin") for p in files)
     return ShardSummary(out, len(samples), chunks, sum(p.stat().st_size for p in files))
+
+
+def _check_shard_input(samples: list[Sample], out: Path, class_names: list[str] | None) -> None:
+    """What :func:`write_shards` refuses before writing anything."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file: shards go into a new folder")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty: shards go into a new folder")
+    if not out.parent.is_dir():
+        if out.parent.exists():
+            raise InputError(f"{out.parent} is a file, not a folder: write the shards elsewhere")
+        raise InputError(f"the folder {out.parent} does not exist: create it first, or write the shards elsewhere")
+    for sample in samples:
+        if "\t" in sample.path or "\n" in sample.path:
+            raise InputError(f"image path {sample.path!r} holds a tab or a line break, which the sample list cannot")
+    if class_names is not None and any(s.label >= len(class_names) for s in samples):
+        raise InputError(f"a label of the samples is outside the {len(class_names)} class names")
+
+
+def _write_records(
+    samples: list[Sample], order: list[int], folder: Path, partial: Path, chunk_bytes: int, name: str
+) -> None:
+    """The records (index, label, path, the file's bytes) in ``order``, as litdata chunks in ``partial``."""
+    from litdata.streaming.writer import BinaryWriter
+
+    writer = BinaryWriter(str(partial), chunk_bytes=chunk_bytes)
+    with progress(len(order), f"writing {name}") as bar:
+        for position, index in enumerate(order):
+            sample = samples[index]
+            try:
+                image = (folder / sample.path).read_bytes()
+            except OSError as err:
+                reason = err.strerror or err
+                raise InputError(f"cannot read {folder / sample.path}: {reason}; nothing was written") from None
+            writer[position] = {"index": index, "label": sample.label, "path": sample.path, "image": image}
+            bar.update()
+    writer.done()
+    writer.merge()
+
+
+def _write_sample_list(samples: list[Sample], order: list[int], partial: Path, class_names: list[str] | None) -> None:
+    """``uft_samples.tsv`` (each sample's index, record position, label, path) and ``uft_shards.json``."""
+    position_of = {index: position for position, index in enumerate(order)}
+    positions = [position_of[i] for i in range(len(samples))]
+    lines = [HEADER] + [f"{i}\t{positions[i]}\t{s.label}\t{s.path}" for i, s in enumerate(samples)]
+    (partial / SAMPLES_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    meta = {"format": META_FORMAT, "class_names": class_names, "samples_sha256": samples_digest(samples, positions)}
+    (partial / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _pin_updated_at(folder: Path) -> None:
