@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from uft.cli import cli_main
+from uft.cli import QUIET_LOGGERS, QUIET_WARNINGS, _QuietLightning, cli_main
 from uft.errors import InputError
 from uft.metrics import METRIC_NAMES
 from uft.module import UFTModule
@@ -209,3 +211,57 @@ def test_uft_data_without_a_known_command_names_the_commands(argv):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("uft: error: uft data: ")
     assert "uft data check DATASET ROOT" in proc.stderr and "uft data shard SOURCE OUT" in proc.stderr
+
+
+IMPORT_FILTERS = """
+import logging, warnings
+import lightning.pytorch  # Lightning's own filters, set as it is imported, are not uft's
+
+def state():
+    loggers = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")
+    return list(warnings.filters), [list(logging.getLogger(name).filters) for name in loggers]
+
+before = state()
+import uft.cli
+print("unchanged" if state() == before else f"changed: {before} -> {state()}")
+"""
+
+
+def test_importing_the_cli_sets_no_warning_or_logging_filter():
+    """The runner, the tests and a user's script that import uft.cli keep their warnings and console lines."""
+    proc = subprocess.run([sys.executable, "-c", IMPORT_FILTERS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "unchanged", proc.stdout + proc.stderr
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_cli_main_hides_lightning_noise_during_its_run_only(shapes_dir, tmp_path):
+    """Lightning's banners, tips and warnings that say nothing to a uft user stay hidden while cli_main builds and
+    runs a fit; afterwards the warning filters and the loggers are as they were."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    records = _Records()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters, logger_filters = list(warnings.filters), [list(logger.filters) for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(records)
+        try:
+            cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
+            shown = [str(w.message) for w in caught]
+            assert not [m for m in shown if any(re.match(pattern, m, re.I | re.S) for pattern in QUIET_WARNINGS)]
+            assert not [m for m in records.messages if any(noise in m for noise in _QuietLightning.NOISE)]
+            assert warnings.filters == filters and [logger.filters for logger in loggers] == logger_filters
+            # Outside the run the same lines show again.
+            warnings.warn("Found 3 module(s) in eval mode at the start of training.", UserWarning, stacklevel=1)
+            loggers[0].warning("GPU available: False, used: False")
+            assert "module(s) in eval mode" in str(caught[-1].message) and records.messages[-1].startswith("GPU")
+        finally:
+            for logger in loggers:
+                logger.removeHandler(records)

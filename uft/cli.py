@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import logging
@@ -10,6 +11,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,30 +32,34 @@ from uft.callbacks import (
     RunCheckpoint,
 )
 from uft.checkpoint_contents import check_checkpoint_file
+from uft.data.commands import main as data_command
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
-from uft.errors import InputError
+from uft.errors import Exit, InputError, one_line_errors
 from uft.loop_progress import EPOCH_END_KEY, batches_per_epoch, finished, loader_state, place
 from uft.module import UFTModule
 from uft.run_lock import RunLock, describe_owner
 
-# The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-# Every process computes every split's metrics (a collective), also where it saw no batch of that split.
-warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
-# Logged metrics are computed from states already gathered over all processes: the same value on each.
-warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*")
-# Lightning's own deprecation inside its pytree helper, not something a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-# The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no such
-# hook, so Lightning's note that the module's is used says nothing.
-warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
-# `cli_main` passes the command line with config includes expanded (uft.config_files): not a mistake.
-warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python.*")
-# Evaluating a checkpoint into another run folder (the usual case) is not a problem worth a paragraph.
-warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
-# `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
-warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
+# Lightning's warnings that say nothing to a uft user, by message (hidden within `quiet_lightning` only).
+QUIET_WARNINGS = (
+    # The frozen CLIP stays in eval mode on purpose (see UFTModule.train); Lightning's warning about it is noise.
+    r".*module\(s\) in eval mode.*",
+    # Every process computes every split's metrics (a collective), also where it saw no batch of that split.
+    r".*was called before the ``update`` method.*",
+    # Logged metrics are computed from states already gathered over all processes: the same value on each.
+    r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*",
+    # Lightning's own deprecation inside its pytree helper, not something a user can act on.
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # The module reads each batch's index column on the host (`on_before_batch_transfer`); the data module has no
+    # such hook, so Lightning's note that the module's is used says nothing.
+    r".*overridden `on_before_batch_transfer` in `LightningModule`.*",
+    # `cli_main` passes the command line with config includes expanded (uft.config_files): not a mistake.
+    r".*LightningCLI's args parameter is intended to run from within Python.*",
+    # Evaluating a checkpoint into another run folder (the usual case) is not a problem worth a paragraph.
+    r".*The dirpath has changed from.*",
+    # `--ckpt_path last` without a checkpoint: `before_fit` says so in one line.
+    r".*there is no last checkpoint available.*",
+)
 
 
 class _QuietLightning(logging.Filter):
@@ -75,8 +81,27 @@ class _QuietLightning(logging.Filter):
 
 
 # (A filter applies to records of its own logger only, not to those of child loggers: each is named.)
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
-    logging.getLogger(_name).addFilter(_QuietLightning())
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's warnings (:data:`QUIET_WARNINGS`) and console lines (:class:`_QuietLightning`) that say nothing
+    to a uft user, hidden within the block only: the warning filters in force before it are restored after it and
+    the console filters removed, so that whoever imports :mod:`uft.cli` (a script, the tests) keeps its own.
+    :func:`cli_main` builds (and runs) the CLI inside it; the comparison runner, which runs the trainer it gets
+    back, runs inside it as well."""
+    quiet = _QuietLightning()
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
+        try:
+            yield
+        finally:
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
 
 
 class UFTTrainer(Trainer):
@@ -315,29 +340,30 @@ class _ParseOnlyCLI(UFTCLI):
 def cli_main(
     args: list[str] | None = None, run: bool = True, print_table: bool = True, parse_only: bool = False
 ) -> UFTCLI:
-    """Build (and by default run) the CLI; ``args=None`` reads ``sys.argv``. Used by the console script, the
-    comparison runner (which prints its own table: ``print_table=False``, and checks every method's arguments
-    first: ``parse_only``) and tests."""
-    return (_ParseOnlyCLI if parse_only else UFTCLI)(
-        UFTModule,
-        TargetDataModule,
-        trainer_class=UFTTrainer,
-        args=config_files.expand_includes(sys.argv[1:] if args is None else list(args)),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
-        parser_kwargs={"exit_on_error": False},
-        trainer_defaults={
-            "num_sanity_val_steps": 0,
-            "callbacks": [
-                MetricsJSON(print_table=print_table),
-                EvaluationFigures(),
-                PredictionCSV(),
-                DivergenceWatch(),
-                GracefulStop(),
-            ],
-        },
-    )
+    """Build (and by default run) the CLI, with Lightning's noise hidden meanwhile (:func:`quiet_lightning`);
+    ``args=None`` reads ``sys.argv``. Used by the console script, the comparison runner (which prints its own table:
+    ``print_table=False``, and checks every method's arguments first: ``parse_only``) and tests."""
+    with quiet_lightning():
+        return (_ParseOnlyCLI if parse_only else UFTCLI)(
+            UFTModule,
+            TargetDataModule,
+            trainer_class=UFTTrainer,
+            args=config_files.expand_includes(sys.argv[1:] if args is None else list(args)),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            # A bad argument raises (main reports it in one line) instead of printing the whole usage first.
+            parser_kwargs={"exit_on_error": False},
+            trainer_defaults={
+                "num_sanity_val_steps": 0,
+                "callbacks": [
+                    MetricsJSON(print_table=print_table),
+                    EvaluationFigures(),
+                    PredictionCSV(),
+                    DivergenceWatch(),
+                    GracefulStop(),
+                ],
+            },
+        )
 
 
 def describe_argument_error(err: ArgumentError) -> str:
@@ -367,43 +393,26 @@ def _quiet_write_errors(args: threading.ExceptHookArgs) -> None:
     sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
 
 
-def main() -> None:
-    """Console entry point: bad input ends with one line naming the problem, not a traceback. ``uft data check``
-    goes to :mod:`uft.data.check`, ``uft data shard`` to :mod:`uft.data.shards`; everything else to LightningCLI."""
-    threading.excepthook = _quiet_write_errors
-    if sys.argv[1:3] == ["data", "check"]:
-        from uft.data.check import main as data_check
-
-        data_check(sys.argv[3:])
-        return
-    if sys.argv[1:3] == ["data", "shard"]:
-        from uft.data.shards import main as data_shard
-
-        data_shard(sys.argv[3:])
-        return
-    if sys.argv[1:2] == ["data"]:
-        given = f"unknown command {sys.argv[2]!r}" if len(sys.argv) > 2 else "a command is missing"
-        print(
-            f"uft: error: uft data: {given}: use `uft data check DATASET ROOT` (check an unpacked benchmark and write "
-            "its list files) or `uft data shard SOURCE OUT` (write target images as shards); add --help to either",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    try:
-        cli_main()
-    except InputError as err:
-        print(f"uft: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except ArgumentError as err:
-        print(f"uft: error: {describe_argument_error(err)}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:
-        if err.errno not in WRITE_ERRORS:
-            raise
+def _one_line(err: BaseException) -> Exit | None:
+    """The CLI's own one-line ends, beside :class:`~uft.errors.UFTError` (:func:`~uft.errors.one_line_errors`)."""
+    if isinstance(err, ArgumentError):
+        return Exit.error(describe_argument_error(err))
+    if isinstance(err, OSError) and err.errno in WRITE_ERRORS:
         # A write that failed mid-run (a full disk, a folder made read-only): the file is named, the run's earlier
         # files (last.ckpt) are whole (every write is atomic).
-        print(f"uft: error: {write_error(err.filename or 'a log file of the run', err)}", file=sys.stderr)
-        sys.exit(2)
-    except SIGTERMException:  # Lightning's is a SystemExit with status 0: a stopped run must not look finished
-        print("uft: stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+        return Exit.error(write_error(err.filename or "a log file of the run", err))
+    # Lightning's SIGTERMException is a SystemExit with status 0: a stopped run must not look finished.
+    if isinstance(err, SIGTERMException):
+        return Exit("stopped by a signal (SIGTERM, Ctrl-C or SIGUSR1)", 128 + signal.SIGTERM)
+    return None
+
+
+def main() -> None:
+    """Console entry point: bad input ends with one line naming the problem, not a traceback. ``uft data ...`` goes
+    to :mod:`uft.data.commands`; everything else to LightningCLI."""
+    threading.excepthook = _quiet_write_errors
+    if sys.argv[1:2] == ["data"]:
+        data_command(sys.argv[2:])
+        return
+    with one_line_errors(_one_line):
+        cli_main()

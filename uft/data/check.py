@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from uft.clip import CHECKOUT, checkout_file
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
 from uft.data.shards import OneLineParser, Stopped, stop_on_signals
 from uft.data.skipped import unreadable_reason
-from uft.errors import InputError
+from uft.errors import Exit, InputError, one_line_errors
 from uft.progress import progress
 
 DATA = CHECKOUT / "data"  # data/<dataset>/classes.txt: a clone's, not an installed package's (see checkout_file)
@@ -198,24 +197,26 @@ def _umask() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``uft data check DATASET ROOT``: check an unpacked benchmark and write its list files; a problem ends with one
+    ``uft: error:`` line (status 2; a signal's stop: 128 + its number)."""
     parser = OneLineParser(prog="uft data check", description=__doc__)
     parser.add_argument("dataset", help=f"one of {', '.join(BENCHMARKS)}")
     parser.add_argument("root", help="the folder holding the dataset's domain folders")
     parser.add_argument("--out", type=Path, help=f"folder of the list files (default: ROOT/{LIST_FOLDER})")
     parser.add_argument("--no-verify", action="store_true", help="do not decode every image")
-    args = parser.parse_args(argv)
-    try:
-        with stop_on_signals():  # SIGTERM, too, ends in the cleanup of a half-written list
-            lines = check(args.dataset, args.root, verify=not args.no_verify, out=args.out)
-    except InputError as err:
-        print(f"uft: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:  # reading the dataset (writing is an InputError above)
-        print(f"uft: error: cannot read {err.filename or args.root}: {err.strerror or err}", file=sys.stderr)
-        sys.exit(2)
-    except Stopped as stop:
-        print(f"uft: error: stopped by {stop.name}; no list file was left half-written", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+    with one_line_errors():
+        args = parser.parse_args(argv)
+
+    def one_line(err: BaseException) -> Exit | None:
+        if isinstance(err, OSError):  # reading the dataset (writing is an InputError)
+            return Exit.error(f"cannot read {err.filename or args.root}: {err.strerror or err}")
+        if isinstance(err, Stopped):
+            return Exit.error(f"stopped by {err.name}; no list file was left half-written", 128 + err.signum)
+        return None
+
+    # SIGTERM, too, ends in the cleanup of a half-written list.
+    with one_line_errors(one_line), stop_on_signals():
+        lines = check(args.dataset, args.root, verify=not args.no_verify, out=args.out)
     print("\n".join(lines))
 
 

@@ -47,7 +47,7 @@ from PIL import Image
 
 from uft.data.lists import UNLABELED, Sample
 from uft.data.skipped import read_rgb, unreadable_reason
-from uft.errors import InputError, first_line
+from uft.errors import Exit, InputError, first_line, one_line_errors
 from uft.progress import progress
 from uft.run_lock import process_runs
 
@@ -519,12 +519,12 @@ def _human(size: int) -> str:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one ``uft: error:`` line with exit status 2, as every other refusal of
-    the command line (argparse's own prints the usage first)."""
+    """An argument parser whose errors are :class:`~uft.errors.InputError` (``main`` reports it as one ``uft:
+    error:`` line with exit status 2, as every other refusal of the command line) instead of the usage followed by
+    the error."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"uft: error: {message.removeprefix('argument ')}", file=sys.stderr)
-        sys.exit(2)
+        raise InputError(message.removeprefix("argument "))
 
 
 class Stopped(BaseException):
@@ -584,31 +584,31 @@ def main(argv: list[str] | None = None) -> None:
         help="bytes per shard: an integer or a size such as 500kB, 1MB, 64MiB (default 64MiB)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order the records are stored in")
-    args = parser.parse_args(argv)
-    try:
-        with stop_on_signals():
-            names = read_class_names(args.class_names)[0] if args.class_names else None
-            source = Path(args.source)
-            if source.is_dir():
-                if names is None:
-                    raise InputError(f"{source} is a folder: pass --class-names, whose names are its class folders")
-                folder, samples = source, scan_image_folder(source, names)
-            elif source.is_file():
-                folder = Path(args.root) if args.root else source.parent
-                samples = read_list_file(source, folder, len(names) if names else 2**31)
-            else:
-                raise InputError(f"source not found: {source}")
-            for partial, pid in remove_stale_partials(args.out):
-                print(f"uft: removed {partial}, left by `uft data shard` process {pid}, which is gone", file=sys.stderr)
-            summary = write_shards(
-                samples, folder, args.out, chunk_bytes=args.chunk_bytes, seed=args.seed, class_names=names
-            )
-    except InputError as err:
-        print(f"uft: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Stopped as stop:
-        print(f"uft: error: stopped by {stop.name}; nothing was written to {args.out}", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+    with one_line_errors():
+        args = parser.parse_args(argv)
+
+    def one_line(err: BaseException) -> Exit | None:
+        if isinstance(err, Stopped):
+            return Exit.error(f"stopped by {err.name}; nothing was written to {args.out}", 128 + err.signum)
+        return None
+
+    with one_line_errors(one_line), stop_on_signals():
+        names = read_class_names(args.class_names)[0] if args.class_names else None
+        source = Path(args.source)
+        if source.is_dir():
+            if names is None:
+                raise InputError(f"{source} is a folder: pass --class-names, whose names are its class folders")
+            folder, samples = source, scan_image_folder(source, names)
+        elif source.is_file():
+            folder = Path(args.root) if args.root else source.parent
+            samples = read_list_file(source, folder, len(names) if names else 2**31)
+        else:
+            raise InputError(f"source not found: {source}")
+        for partial, pid in remove_stale_partials(args.out):
+            print(f"uft: removed {partial}, left by `uft data shard` process {pid}, which is gone", file=sys.stderr)
+        summary = write_shards(
+            samples, folder, args.out, chunk_bytes=args.chunk_bytes, seed=args.seed, class_names=names
+        )
     print(
         f"uft: wrote {summary.count} images as {summary.chunks} shards ({_human(summary.size)}) to "
         f"{summary.folder.resolve()}; train on them with --data.target_shards={summary.folder.resolve()}"

@@ -38,7 +38,6 @@ import csv
 import io
 import logging
 import math
-import sys
 import textwrap
 import time
 from dataclasses import dataclass
@@ -48,9 +47,9 @@ import torch
 from jsonargparse import ArgumentError
 
 from uft.atomic_files import write_atomic, write_text
-from uft.cli import cli_main, describe_argument_error
+from uft.cli import cli_main, describe_argument_error, quiet_lightning
 from uft.config_files import expand_includes
-from uft.errors import InputError
+from uft.errors import InputError, one_line_errors
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
 from uft.metrics import METRIC_NAMES
 from uft.module import EVAL_SPLITS
@@ -69,13 +68,16 @@ class _RunnerQuiet(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_runs():
-    """The runner's console filter, for the runner's runs only (not for whoever imported this module)."""
+    """The runner's console filter, with the CLI's (:func:`~uft.cli.quiet_lightning`: the runner runs the trainers
+    that :func:`~uft.cli.cli_main` returns, after it), for the runner's runs only (not for whoever imported this
+    module)."""
     logger, quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _RunnerQuiet()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
+    with quiet_lightning():
+        logger.addFilter(quiet)
+        try:
+            yield
+        finally:
+            logger.removeFilter(quiet)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -381,13 +383,10 @@ def roc_overlay(rows: list[Row], path: Path, split: str = "test") -> Path | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: bad input (an argument, a config, a folder that cannot be written) ends with one
-    ``uft: error:`` line and exit status 2."""
-    try:
+    """Console entry point: bad input (an argument, a config, a folder that cannot be written), or a method's run
+    that diverged, ends with one ``uft: error:`` line and exit status 2."""
+    with one_line_errors():
         _main(argv)
-    except InputError as err:
-        print(f"uft: error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from uft.atomic_files import write_text
 from uft.clip import CHECKOUT, checkout_file
 from uft.data.check import BENCHMARKS, DATA, LIST_FOLDER
-from uft.errors import InputError
+from uft.errors import InputError, one_line_errors
 from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method
 from uft.harness.spread import mean, percent
 
@@ -171,11 +171,8 @@ def slurm_script(argv: list[str], count: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: bad input ends with one ``uft: error:`` line and exit status 2."""
-    try:
+    with one_line_errors():
         _main(sys.argv[1:] if argv is None else argv)
-    except InputError as err:
-        print(f"uft: error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _main(argv: list[str]) -> None:
