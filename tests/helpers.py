@@ -231,3 +231,16 @@ class StopAtStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+def printed_config(args: list[str], capsys) -> dict:
+    """The configuration `uft fit <args> --print_config` prints, as a dict (``capsys``: the test's fixture)."""
+    import pytest
+    import yaml
+
+    from uft.cli import cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)

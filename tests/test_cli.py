@@ -20,7 +20,7 @@ from uft.metrics import METRIC_NAMES
 from uft.module import UFTModule
 from uft.target_table import VALUES_KEY as TABLE_KEY
 
-from .conftest import ROOT, demo_args
+from .args import ROOT, demo_args
 
 
 def metrics_of(cli) -> dict:

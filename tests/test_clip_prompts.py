@@ -22,7 +22,7 @@ from uft.clip import (
 from uft.errors import InputError
 from uft.prompts import PromptLearner, class_prompt
 
-from .conftest import TINY
+from .args import TINY
 
 NAMES = ["alarm_clock", "tv", "desk_lamp"]
 

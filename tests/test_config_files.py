@@ -7,7 +7,7 @@ import pytest
 from uft.config_files import expand_includes, included_files
 from uft.errors import InputError
 
-from .test_configs import printed_config
+from .helpers import printed_config
 
 
 def write(path, text: str):
@@ -27,7 +27,7 @@ def test_includes_apply_first_depth_first_relative_to_the_including_file(tmp_pat
 
 
 def test_later_files_override_single_keys(tmp_path, capsys):
-    from .conftest import ROOT
+    from .args import ROOT
 
     run = write(tmp_path / "run.yaml", f"include: [{ROOT / 'configs' / 'demo.yaml'}]\ntrainer:\n  max_epochs: 2\n")
     config = printed_config(["-c", str(run)], capsys)
@@ -83,7 +83,7 @@ def test_cli_reports_broken_yaml_in_one_line_naming_the_file(tmp_path, shapes_di
     import subprocess
     import sys
 
-    from .conftest import ROOT, demo_args
+    from .args import ROOT, demo_args
 
     broken = write(tmp_path / "broken.yaml", text)
     given = broken if where == "top" else write(tmp_path / "run.yaml", "include: [broken.yaml]\nseed_everything: 0\n")

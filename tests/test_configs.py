@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from uft import config_files
-from uft.cli import cli_main
 from uft.data.lists import read_class_names
 from uft.data.splits import ClassSplit, parse_class_ids
 from uft.world import CATEGORIES
 
-from .conftest import ROOT
+from .args import ROOT
+from .helpers import printed_config
 
 CONFIGS = ROOT / "configs"
 FULL = CONFIGS / "officehome" / "ueo.yaml"
@@ -28,13 +28,6 @@ METHOD_OBJECTIVES = {  # configs/method/<name>.yaml -> its objective's class (No
     "zeroshot": None,
     "zeroshot_ensemble": None,
 }
-
-
-def printed_config(args: list[str], capsys) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", *args, "--print_config"])
-    assert exit_info.value.code == 0
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 def args_for(path: Path) -> list[str]:

@@ -5,7 +5,6 @@ a timeout, so a hang fails the test."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -23,31 +22,11 @@ import torch.multiprocessing as mp
 from uft.distributed import gather_batch
 from uft.objectives import IM, POUF, UEO
 
-from .conftest import ROOT, demo_args
-from .test_metrics import free_port
+from .args import ROOT, ddp_args, demo_args
+from .processes import RUN_TIMEOUT, THREADS, assert_gone, free_port, run_env, uft
+from .tolerances import LOSS_ATOL, PARAM_ATOL, TABLE_ATOL, assert_metrics_agree
 
 pytestmark = pytest.mark.slow
-
-RUN_TIMEOUT = 300  # seconds; a run here takes 10-20 s, a hang would otherwise block CI
-# Threads per process in every run. Unset, Lightning gives a 1-process run all cores' threads and each of 2 processes
-# half of them (docs/notes: threads per process): a 1-vs-2-process comparison would also compare thread counts,
-# whose float results may differ in the last bits. Fixed for every run, it compares the process count alone.
-THREADS = "1"
-
-
-def run_env(**extra: str) -> dict[str, str]:
-    """The environment of a run started here: this checkout's uft, the CPU, THREADS threads in each process."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": THREADS, **extra}
-
-
-def uft(args: list[str], timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
-    env = run_env()
-    cmd = [sys.executable, "-m", "uft", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ddp_args(devices: int) -> list[str]:
-    return ["--trainer.accelerator=cpu", f"--trainer.devices={devices}", "--trainer.strategy=ddp"]
 
 
 def world_size_of(proc: subprocess.CompletedProcess) -> int:
@@ -71,27 +50,6 @@ def fit_and_record(data: Path, root: Path, devices: int, *extra: str) -> tuple[d
     assert proc.returncode == 0, proc.stderr[-3000:]
     (metrics,) = root.rglob("metrics.json")
     return torch.load(record, weights_only=True), json.loads(metrics.read_text())
-
-
-# Tolerances of a 1-vs-2-process training comparison (equal thread counts, float32, plain SGD at lr 0.01, 6 steps of
-# a global batch of 16). The first step's loss comes from the same parameters (measured bit-identical). What differs
-# is the order of float32 sums: one process sums the batch's gradient at once, two processes each half of it, then DDP
-# averages the halves. That leaves the parameters a few float32 ulps apart (eps = 1.2e-7 at magnitude 1, the norm
-# affines' scale; 7.5e-9 at the context's 0.1). Measured after the 6 steps: at most 5.3e-7 (UEO, IM, POUF alike), with
-# no growth from step to step (lr 0.01 x 6 steps amplifies nothing). A wrong gradient scale (x2, as a gather that is
-# not averaged gives; measured with doubled learning rates, which under SGD is the same update) moves the parameters
-# by 2.5e-2 to 6.2e-2 and every loss after the first by 4.6e-2 to 3e-1.
-PARAM_ATOL = 1e-5  # ~80 ulps at magnitude 1: 19x the measured 5.3e-7, 2500x below the x2 bug
-# A loss sees the parameters through logits = 100 x cosine (logit_scale): a parameter off by ~5e-7 moves a cosine by
-# about as much and a logit by ~5e-5 at worst; the entropies' slope in a logit is below 1 and the batch mean averages
-# the rows' errors. Measured: at most 2.8e-6 (UEO), 1.1e-6 (IM), 3.6e-7 (POUF) over the 6 losses.
-LOSS_ATOL = 1e-4  # ~8 ulps of a cosine x logit scale 100: 35x the measured 2.8e-6, 450x below the x2 bug's 4.6e-2
-# UEO's table w_i = max_k softmax_k(cos_ik / tau) (tau = 1) is computed once, from zero-shot forward passes over the
-# same batches on 1 and 2 processes (BatchShardSampler deals the 1-process batches), summed over processes (one
-# non-zero row, exact). Its slope in a cosine is at most w (1 - w) <= 1/4, so a few ulps of a cosine (|cos| <= 1)
-# give a few ulps of w in [0, 1]. Measured: 0 (equal threads). Another image's weight differs by ~1e-3 (the table's
-# standard deviation on the tiny model, weights 0.202 to 0.207), a wrong tau by more.
-TABLE_ATOL = 1e-6  # ~8 ulps at magnitude 1
 
 
 def assert_same_training(one: dict, two: dict, steps: int) -> None:
@@ -131,16 +89,6 @@ def test_one_and_two_processes_train_the_same_model(shapes_dir, tmp_path, object
     assert (one["table"] is not None) == (objective == "UEO")  # UEO's confidence weights; the others keep none
 
     assert_metrics_agree(one_metrics, two_metrics)
-
-
-def assert_metrics_agree(a: dict, b: dict) -> None:
-    """Two metrics.json of the tiny data's test and target splits, from scores that may differ in the last bits:
-    the same samples, the same accuracies, the rank metrics within one pair (AUROC) or one unknown image (FPR95)."""
-    # (split, images, known-class images, unknown images) with 5 known classes of 8 (test) or 7 (target).
-    for split, size, known, unknown in (("test", 32, 20, 12), ("target", 42, 30, 12)):
-        assert a[split]["samples"] == b[split]["samples"] == size
-        for name, resolution in (("pacc", 0), ("gacc", 0), ("auroc", 1 / (known * unknown)), ("fpr95", 1 / unknown)):
-            assert b[split][name] == pytest.approx(a[split][name], abs=resolution + 1e-6), (split, name)
 
 
 def test_unreadable_images_are_skipped_alike_on_two_processes(shapes_dir, tmp_path):
@@ -255,26 +203,6 @@ def test_sigterm_ends_a_two_process_run(shapes_dir, tmp_path):
             proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM  # a stopped run does not report success
     assert_gone(tmp_path)
-
-
-def assert_gone(pid_dir: Path, within: float = 30.0) -> None:
-    """Every process that wrote a pid file has exited (within ``within`` seconds)."""
-    pids = [int(p.read_text()) for p in pid_dir.glob("rank*.pid")]
-    assert pids, "no process reached training"
-    deadline = time.monotonic() + within
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in pids), "a process of the run is still alive"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()
 
 
 def test_torchrun_launch_trains_the_same_model(shapes_dir, tmp_path):

@@ -17,8 +17,8 @@ import torch
 from uft.cli import cli_main
 from uft.errors import Diverged, InputError
 
-from .conftest import ROOT, demo_args
-from .test_distributed import run_env
+from .args import ROOT, demo_args
+from .processes import run_env
 
 
 def test_divergence_keeps_the_last_state_whose_next_loss_was_finite(shapes_dir, tmp_path):

@@ -10,7 +10,7 @@ from uft.callbacks import metrics_table
 from uft.cli import cli_main
 from uft.figures import roc_curve
 
-from .conftest import demo_args
+from .args import demo_args
 from .helpers import assert_evaluation_figures
 
 

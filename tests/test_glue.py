@@ -27,7 +27,7 @@ from PIL import Image
 from uft.cli import cli_main
 from uft.metrics import DECISION_NAMES, METRIC_NAMES
 
-from .conftest import TINY, demo_args
+from .args import TINY, demo_args
 from .helpers import RecordingUEO, RecordTrainingInputs
 from .reference import confidence_ref, open_set_metrics_ref
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from uft.metrics import DECISION_NAMES, METRIC_NAMES, OpenSetMetrics
 
+from .processes import free_port
 from .reference import open_set_metrics_ref
 
 TOL = 1e-6
@@ -191,13 +191,6 @@ def test_wrong_number_of_classes_raises(shape):
     metric = OpenSetMetrics(5)
     with pytest.raises(ValueError):
         metric.update(torch.randn(*shape), torch.zeros(10, dtype=torch.long))
-
-
-def free_port() -> int:
-    """A TCP port on localhost that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 DIST_SEED, DIST_N, DIST_K = 21, 301, 5

@@ -14,7 +14,7 @@ from uft.clip import tokenize
 from uft.objectives import UEO
 from uft.prompts import class_prompt
 
-from .conftest import TINY, demo_args
+from .args import TINY, demo_args
 
 NAMES = ["circle", "square", "triangle"]
 

@@ -15,7 +15,7 @@ import pytest
 import uft.clip
 from uft.data.check import main as check_command
 
-from .conftest import ROOT
+from .args import ROOT
 
 INSTALL_FROM_A_CLONE = "clone the repository and install it with pip install -e <clone>"
 

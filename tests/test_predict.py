@@ -15,7 +15,7 @@ from lightning.pytorch import Callback
 from uft.callbacks import PredictionCSV
 from uft.cli import cli_main
 
-from .conftest import demo_args
+from .args import demo_args
 
 
 class CountRowsOnDisk(Callback):

@@ -20,17 +20,9 @@ import torch
 from uft.cli import cli_main
 from uft.errors import InputError
 
-from .conftest import ROOT, demo_args
-from .test_distributed import (
-    LOSS_ATOL,
-    PARAM_ATOL,
-    RUN_TIMEOUT,
-    assert_gone,
-    assert_metrics_agree,
-    ddp_args,
-    run_env,
-    uft,
-)
+from .args import ROOT, ddp_args, demo_args
+from .processes import RUN_TIMEOUT, checkpoint_step, interrupt, run_env, steps_done, uft
+from .tolerances import LOSS_ATOL, PARAM_ATOL, assert_metrics_agree
 
 pytestmark = pytest.mark.slow
 
@@ -86,53 +78,6 @@ def uninterrupted(shapes_dir, tmp_path_factory):
     return run
 
 
-def interrupt(
-    args: list[str], root: Path, after_steps: int, signum: int, evaluating: bool = False, **env_extra: str
-) -> int:
-    """Start a slowed-down fit, send ``signum`` once rank 0 has finished ``after_steps`` steps (with
-    ``evaluating``: and started the evaluation after them; SIGKILL goes to every process, as when a job is killed),
-    wait for all processes to end; return the exit status."""
-    slow = ["--trainer.callbacks+=tests.helpers.SlowSteps", "--trainer.callbacks.seconds=0.3"]
-    if evaluating:
-        slow.append("--trainer.callbacks.eval_seconds=0.3")
-    env = run_env(**env_extra)
-    cmd = [sys.executable, "-m", "uft", *args, *slow, f"--trainer.callbacks.pid_dir={root}"]
-    root.mkdir(parents=True, exist_ok=True)
-    for marker in ("steps", "evaluating"):  # of an earlier part of the run
-        (root / marker).unlink(missing_ok=True)
-    with (root / "interrupted.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while _steps_done(root) < after_steps or (evaluating and not (root / "evaluating").exists()):
-                assert proc.poll() is None, (root / "interrupted.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the run did not reach the step"
-                time.sleep(0.05)
-            if signum == signal.SIGKILL:
-                for pid_file in root.glob("rank*.pid"):
-                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            else:
-                proc.send_signal(signum)
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert_gone(root)
-    return proc.returncode
-
-
-def _steps_done(root: Path) -> int:
-    """Steps rank 0 reported finished (tests.helpers.SlowSteps writes the file atomically)."""
-    steps = root / "steps"
-    text = steps.read_text() if steps.exists() else ""
-    return int(text) if text.strip() else -1
-
-
-def checkpoint_step(root: Path) -> int:
-    return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-
-
 def metrics(root: Path) -> dict:
     newest = max(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(newest.read_text())
@@ -151,7 +96,7 @@ def assert_resumed_exactly(full_root: Path, resumed_root: Path, resumed_record: 
     assert len(full["losses"]) == EPOCHS * STEPS_PER_EPOCH
     assert len(resumed["losses"]) == len(full["losses"]) - start  # no finished batch done again
     assert resumed["indices"] == full["indices"][start:]  # the batches an uninterrupted run saw next
-    # On other process counts, the 1-vs-2-process tolerances (tests/test_distributed.py has their derivation). Here,
+    # On other process counts, the 1-vs-2-process tolerances (tests/tolerances.py has their derivation). Here,
     # 9 steps of SGD with momentum 0.9 after a resume on 1 process of a 2-process checkpoint: measured 8.9e-7 (losses)
     # and 1.2e-7 (parameters), no more than the 6 plain SGD steps there.
     loss_atol, param_atol = (SAME_ATOL, SAME_ATOL) if worlds[0] == worlds[1] else (LOSS_ATOL, PARAM_ATOL)
@@ -292,7 +237,7 @@ def test_a_second_fit_into_a_running_fits_folder_is_refused_and_a_killed_fits_lo
         first = subprocess.Popen(cmd, cwd=ROOT, env=run_env(), stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + RUN_TIMEOUT
-            while _steps_done(cut) < 1:
+            while steps_done(cut) < 1:
                 assert first.poll() is None and time.monotonic() < deadline, (cut / "first.log").read_text()[-3000:]
                 time.sleep(0.05)
             assert json.loads(lock.read_text())["pid"] == first.pid

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from uft.data.check import BENCHMARKS, check
 from uft.data.check import main as check_command
@@ -22,24 +21,10 @@ from uft.data.lists import read_list_file
 from uft.data.splits import ClassSplit
 from uft.errors import InputError
 
-from ..conftest import ROOT
+from ..args import ROOT
+from .builders import fake_tree
 
 CLI = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
-
-
-def fake_tree(root: Path, dataset: str, per_class: int = 1, skip_domain: str | None = None) -> Path:
-    """A tiny tree in the dataset's published layout: ``root/<domain>[/images]/<class>/<n>.jpg``."""
-    benchmark = BENCHMARKS[dataset]
-    names = (ROOT / "data" / dataset / "classes.txt").read_text().split()
-    for domain in benchmark.domains:
-        if domain == skip_domain:
-            continue
-        folder = root / domain / benchmark.inner if benchmark.inner else root / domain
-        for label, name in enumerate(names):
-            (folder / name).mkdir(parents=True)
-            for n in range(per_class):
-                Image.new("RGB", (4, 4), (label % 256, n, 0)).save(folder / name / f"{n:04d}.jpg")
-    return root
 
 
 @pytest.mark.parametrize("dataset", sorted(BENCHMARKS))

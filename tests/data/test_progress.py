@@ -11,7 +11,7 @@ import pytest
 from uft.data.check import main as check_command
 from uft.data.shards import main as shard_command
 
-from .test_data_check import fake_tree
+from .builders import fake_tree
 
 
 class Terminal(io.StringIO):

@@ -36,9 +36,10 @@ from uft.data.splits import ClassSplit
 from uft.data.synthetic import make_shapes
 from uft.errors import InputError
 
-from ..conftest import ROOT, demo_args
-from ..test_distributed import PARAM_ATOL, run_env, uft
-from .test_data import PRE
+from ..args import ROOT, ddp_args, demo_args
+from ..processes import checkpoint_step, interrupt, run_env, uft
+from ..tolerances import PARAM_ATOL
+from .builders import PRE
 
 CHUNK_BYTES = 3000  # the shapes' 48 target images (about 250 bytes each) make 4 shards
 SPLIT = ClassSplit(5, "0-6", "0-7")
@@ -335,8 +336,6 @@ def test_a_run_from_shards_killed_mid_epoch_reads_each_sample_of_the_epoch_once(
     parts, every epoch reads each sample of its order exactly once, and that order is the sampler's for (seed,
     epoch)."""
     kill_after = 7
-    from ..test_distributed import ddp_args
-    from ..test_resume import checkpoint_step, interrupt
 
     log = tmp_path / "batches.txt"
     args = [

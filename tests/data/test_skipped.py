@@ -18,7 +18,7 @@ from uft.data.skipped import SkippedImages, mark, unmark, unreadable_reason
 from uft.errors import InputError
 from uft.objectives import UEO
 
-from ..conftest import demo_args
+from ..args import demo_args
 
 
 def _spoil(path: Path, how: str) -> None:

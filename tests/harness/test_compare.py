@@ -19,7 +19,7 @@ from uft.harness import compare as runner
 from uft.harness.compare import Row, compare, difference_table, main, seed_table, spread_table
 from uft.harness.spread import difference_cell, mean, paired_differences, positive_count, spread_cell
 
-from ..conftest import ROOT, TINY, demo_args
+from ..args import ROOT, TINY, demo_args
 from ..helpers import assert_evaluation_figures
 
 METHODS = sorted((ROOT / "configs" / "method").glob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 from uft.data.check import check
 from uft.harness.sweep import main, plan, slurm_script
 
-from ..data.test_data_check import fake_tree
+from ..data.builders import fake_tree
 
 TINY = [
     "--model.model_name=uft-tiny-vit",

@@ -30,7 +30,7 @@ from uft.harness.pretrain import (
 from uft.world import CATEGORIES
 from uft.world.benchmark import WorldBenchmark
 
-from ..conftest import ROOT
+from ..args import ROOT
 
 SHIPPED = ROOT / "data" / "world" / "uft-world-vit.pt"
 RECORD = SHIPPED.with_suffix(".json")
