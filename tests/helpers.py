@@ -244,3 +244,14 @@ def printed_config(args: list[str], capsys) -> dict:
         cli_main(["fit", *args, "--print_config"])
     assert exit_info.value.code == 0
     return yaml.safe_load(capsys.readouterr().out)
+
+
+def one_line(command, args: list[str], capsys) -> str:
+    """The one line ``command(args)`` (a console command's ``main``) ends with, status 2, without the prefix."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_status:
+        command(args)
+    stderr = capsys.readouterr().err
+    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
+    return stderr.strip().removeprefix("uft: error: ")

@@ -5,11 +5,13 @@ the check that every process of a run is gone, and the step its last checkpoint 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -106,3 +108,14 @@ def steps_done(root: Path) -> int:
 
 def checkpoint_step(root: Path) -> int:
     return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for a child whose files cannot grow past ``limit`` bytes: a full disk without one (writes
+    past it fail with EFBIG instead of killing the child by SIGXFSZ)."""
+
+    def in_child() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return in_child

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from uft.cli import cli_main
 from uft.errors import Diverged, InputError
 
 from .args import ROOT, demo_args
-from .processes import run_env
+from .processes import limit_file_size, run_env
 
 
 def test_divergence_keeps_the_last_state_whose_next_loss_was_finite(shapes_dir, tmp_path):
@@ -116,17 +114,6 @@ def test_validate_on_the_demo_config_gives_the_zero_shot_metrics(tmp_path):
 # --- the output side ------------------------------------------------------------------------------------------------
 
 
-def file_size_limit(limit: int):
-    """``preexec_fn`` of a child whose writes past ``limit`` bytes in any one file fail as on a full disk (EFBIG,
-    the signal SIGXFSZ ignored so that it does not kill the child)."""
-
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    return limit_file_size
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "limit, where",
@@ -151,7 +138,7 @@ def test_a_full_disk_mid_fit_is_one_line_and_never_damages_last_ckpt(shapes_dir,
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=file_size_limit(limit),
+        preexec_fn=limit_file_size(limit),
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("uft: error:")]

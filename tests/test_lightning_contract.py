@@ -27,7 +27,7 @@ from uft.data.datamodule import TargetDataModule
 from uft.loop_progress import loader_state
 from uft.module import UFTModule
 
-from .conftest import ROOT, demo_args
+from .args import ROOT, demo_args
 
 PIN = re.search(r'"(lightning\b[^"]*)"', (ROOT / "pyproject.toml").read_text()).group(1)
 

@@ -16,17 +16,9 @@ import uft.clip
 from uft.data.check import main as check_command
 
 from .args import ROOT
+from .helpers import one_line
 
 INSTALL_FROM_A_CLONE = "clone the repository and install it with pip install -e <clone>"
-
-
-def one_line(command, args: list[str], capsys) -> str:
-    """The one line ``command(args)`` ends with (status 2)."""
-    with pytest.raises(SystemExit) as exit_status:
-        command(args)
-    stderr = capsys.readouterr().err
-    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
-    return stderr.strip().removeprefix("uft: error: ")
 
 
 def test_without_the_clones_files_check_and_sweep_refuse_in_one_line(tmp_path, capsys, monkeypatch):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,8 @@ from uft.data.splits import ClassSplit
 from uft.errors import InputError
 
 from ..args import ROOT
+from ..helpers import one_line
+from ..processes import limit_file_size
 from .builders import fake_tree
 
 CLI = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
@@ -87,12 +87,7 @@ def test_uft_data_check_from_the_command_line(tmp_path):
 
 
 def refused(args: list[str], capsys) -> str:
-    """The one line ``uft data check args`` ends with (status 2)."""
-    with pytest.raises(SystemExit) as exit_status:
-        check_command(args)
-    stderr = capsys.readouterr().err
-    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
-    return stderr.strip().removeprefix("uft: error: ")
+    return one_line(check_command, args, capsys)
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=errno.errorcode.get)
@@ -130,17 +125,13 @@ def test_a_full_disk_leaves_no_list_behind_and_the_check_runs_again(tmp_path):
     """A list that does not fit is not left half-written (which a rerun would refuse as other content)."""
     root = fake_tree(tmp_path / "visda", "visda")
 
-    def limit_file_size() -> None:  # a full disk without one: writes past 100 bytes fail with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
     proc = subprocess.run(
         [*CLI, "data", "check", "visda", str(root), "--no-verify"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=limit_file_size,
+        preexec_fn=limit_file_size(100),  # a full disk: writes past 100 bytes fail
     )
     listing = root / "uft_lists" / "train.txt"
     assert proc.returncode == 2 and proc.stderr == (

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,8 @@ from uft.data.synthetic import make_shapes
 from uft.errors import InputError
 
 from ..args import ROOT, ddp_args, demo_args
-from ..processes import checkpoint_step, interrupt, run_env, uft
+from ..helpers import one_line
+from ..processes import checkpoint_step, interrupt, limit_file_size, run_env, uft
 from ..tolerances import PARAM_ATOL
 from .builders import PRE
 
@@ -563,12 +562,7 @@ def test_the_time_limit_is_a_positive_number_of_seconds(monkeypatch):
 
 
 def refused(args: list[str], capsys) -> str:
-    """The one line ``uft data shard args`` ends with (status 2)."""
-    with pytest.raises(SystemExit) as exit_status:
-        shard_command(args)
-    stderr = capsys.readouterr().err
-    assert exit_status.value.code == 2 and stderr.count("\n") == 1 and stderr.startswith("uft: error: "), stderr
-    return stderr.strip().removeprefix("uft: error: ")
+    return one_line(shard_command, args, capsys)
 
 
 def test_chunk_sizes_take_units_and_bad_arguments_are_one_line(shapes, shards, tmp_path, capsys):
@@ -625,17 +619,6 @@ def test_output_faults_are_one_line_and_leave_nothing_behind(shapes, tmp_path, c
             refused([target, str(tmp_path / "out"), f"--chunk-bytes={CHUNK_BYTES}"], capsys) == message + " was written"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and a_file.read_text() == "keep me"
-
-
-def limit_file_size(limit: int) -> Callable[[], None]:
-    """A ``preexec_fn`` for a child whose files cannot grow past ``limit`` bytes: a full disk without one (writes
-    past it fail with EFBIG instead of killing the child by SIGXFSZ)."""
-
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    return limit_file_size
 
 
 def test_a_full_disk_while_sharding_is_one_line_and_leaves_nothing(shapes, tmp_path):
