@@ -179,7 +179,7 @@ def test_fit_and_validate_from_python(shapes_dir):
     assert result["test/samples"] == 32 and result["target/samples"] == 42
 
     only_test = UFTModule(data.known_class_names, model_name="uft-tiny-vit", pretrained=None, eval_splits=["test"])
-    with pytest.raises(InputError, match="evaluation splits"):
+    with pytest.raises(InputError, match="model.eval_splits is"):
         trainer.validate(only_test, datamodule=data)
 
 

@@ -129,15 +129,14 @@ class UFTTrainer(Trainer):
 
 
 class UFTCLI(LightningCLI):
-    """LightningCLI with what the model learns from the data (known class names, evaluation split names) linked
-    from the data module, never written twice."""
+    """LightningCLI with the known class names linked from the data module to the model, never written twice (the
+    model reads the rest of what it needs from the data through :class:`~uft.data.contract.TargetData`)."""
 
     _evaluation_left: Path | None = None  # a finished run's checkpoint whose final evaluation was interrupted
     _lock: RunLock | None = None  # of the run folder, held by a fit
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.eval_splits", "model.eval_splits", apply_on="instantiate")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")  # --checkpoint.every_n_minutes ...
         parser.add_argument(
             "--fresh",

@@ -67,7 +67,8 @@ class UFTModule(LightningModule):
             the new number of steps from the step it is at, and says so.
         zero_shot_templates: evaluate with fixed class texts averaged over these templates (``"a photo of a {}."``)
             instead of the prompt context: the template-ensemble zero-shot baseline (evaluation only).
-        eval_splits: names of the evaluation dataloaders, in their order (linked from the data module); default
+        eval_splits: names of the evaluation dataloaders, in their order, for a data module that does not declare
+            them; default: the data's own (:class:`~uft.data.contract.TargetData` ``eval_splits``), else
             ``["test", "target"]``.
         frozen_dtype: storage type of the frozen CLIP weights: ``bfloat16`` or ``float16`` halve their memory and
             need a mixed ``trainer.precision`` (``bf16-mixed``, ``16-mixed``). Trained parameters stay float32.
@@ -107,8 +108,7 @@ class UFTModule(LightningModule):
     ) -> None:
         super().__init__()
         _check_arguments(prompt_lr, visual_lr, text_chunk_size)
-        eval_splits = list(EVAL_SPLITS) if eval_splits is None else list(eval_splits)
-        # eval_splits as resolved above; the components are configured, not stored
+        # The components are configured, not stored.
         self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler", "ood_score", "unknown_rule"])
         self.objective = objective
         self.optimizer_factory = optimizer
@@ -118,8 +118,12 @@ class UFTModule(LightningModule):
         self.ood_score = ood_score if ood_score is not None else MSP()
         self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
         self.metrics = nn.ModuleDict(
-            {split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule) for split in eval_splits}
+            {
+                split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule)
+                for split in dict.fromkeys([*EVAL_SPLITS, *(eval_splits or [])])
+            }
         )
+        self.eval_split_names = list(eval_splits or EVAL_SPLITS)  # by dataloader index; the data's, from `setup`
         self.predict_threshold: float | None = None  # of the unknown decision in prediction
         self.table = TargetTable()  # per-sample state over the target set (the objective's table, exclusions)
         self.eval_results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
@@ -195,12 +199,7 @@ class UFTModule(LightningModule):
                 f"model.frozen_dtype={self.hparams.frozen_dtype} needs a mixed trainer.precision (bf16-mixed or "
                 f"16-mixed), got {self.trainer.precision}"
             )
-        served = getattr(self.trainer.datamodule, "eval_splits", None)
-        if served is not None and list(served) != list(self.hparams.eval_splits):
-            raise InputError(
-                f"the data serves the evaluation splits {list(served)} but the model was built for "
-                f"{list(self.hparams.eval_splits)}: pass eval_splits=datamodule.eval_splits to the model"
-            )
+        self._take_eval_splits()
         if stage != "fit":
             return
         if self.objective is None:
@@ -216,6 +215,18 @@ class UFTModule(LightningModule):
             rank_zero_warn(
                 f"{type(self.objective).__name__} is an ORACLE: it reads the target labels (analysis upper bound)"
             )
+
+    def _take_eval_splits(self) -> None:
+        data, given = self.trainer.datamodule, self.hparams.eval_splits
+        if not isinstance(data, TargetData):
+            return
+        served = list(data.eval_splits)
+        if given is not None and served != list(given):
+            raise InputError(
+                f"the data serves the evaluation splits {served} but model.eval_splits is {list(given)}: leave "
+                "model.eval_splits unset (the data declares its splits)"
+            )
+        self.eval_split_names = served
 
     def on_train_start(self) -> None:
         self._plan_schedule()
@@ -355,7 +366,7 @@ class UFTModule(LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def _split_name(self, dataloader_idx: int) -> str:
-        return self.hparams.eval_splits[dataloader_idx]
+        return self.eval_split_names[dataloader_idx]
 
     @torch.no_grad()
     def template_features(self, templates: list[str]) -> Tensor:

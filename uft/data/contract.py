@@ -12,9 +12,14 @@ from torch import Tensor
 class TargetData(Protocol):
     """The data side of training with a per-sample table (confidence weights, pseudo-labels, oracle labels).
 
-    Evaluation split names reach the model through ``UFTModule(eval_splits=...)`` (linked by the CLI); the rest is
-    read from the trainer's data module when training starts.
+    The known class names reach the model through ``UFTModule(class_names=...)`` (linked by the CLI); the rest is
+    read from the trainer's data module once it is set up (``setup``), never at construction.
     """
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Names of the evaluation splits the data serves, in dataloader order (``val``/``test`` loaders)."""
+        ...
 
     #: Whether every target image has a label (oracle objectives need them).
     target_labeled: bool
