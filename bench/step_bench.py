@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from uft.clip import pooled_length
+from uft.data.batch import Batch
 from uft.module import UFTModule
 from uft.objectives import UEO
 
@@ -108,7 +109,7 @@ def make_module(args, k: int, device: torch.device, **kwargs) -> UFTModule:
 def train_step(module: UFTModule, optimizer, images, index, autocast):
     def step():
         with autocast():
-            loss = module.training_step((images, index), 0)
+            loss = module.training_step(Batch(images, index, torch.ones_like(index, dtype=torch.bool)), 0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

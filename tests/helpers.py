@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor
 
+from uft.data.batch import Batch
 from uft.distributed import gather_batch
 from uft.objectives import UEO
 
@@ -51,7 +52,7 @@ class RecordTraining(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
-        self.indices.append(gather_batch(batch[1]).tolist())  # the global batch's sample indices
+        self.indices.append(gather_batch(batch.index).tolist())  # the global batch's sample indices
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.global_rank == 0:
@@ -79,7 +80,7 @@ class LogBatches(Callback):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        indices = gather_batch(batch[1]).tolist()
+        indices = gather_batch(batch.index).tolist()
         if trainer.global_rank == 0:
             with open(self.path, "a") as log:
                 log.write(f"{trainer.current_epoch} {trainer.global_step - 1} {' '.join(map(str, indices))}\n")
@@ -194,13 +195,13 @@ class RecordTrainingInputs(Callback):
 
     def __init__(self) -> None:
         self.clip: torch.nn.Module | None = None
-        self.batches: list[tuple[Tensor, ...]] = []
+        self.batches: list[Batch] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.clip = copy.deepcopy(pl_module.clip)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.batches.append(tuple(x.detach().clone() for x in batch))
+        self.batches.append(Batch(batch.images.clone(), batch.index.clone(), batch.readable.clone()))
 
 
 EVALUATION_FIGURES = ["roc.png", "target_per_class.png", "target_scores.png", "test_per_class.png", "test_scores.png"]

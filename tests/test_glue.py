@@ -148,7 +148,7 @@ def test_training_step_feeds_the_objective_scaled_zero_shot_cosines_and_the_batc
     assert isinstance(objective, RecordingUEO) and objective.tau == TAU
     assert len(objective.calls) == len(recorder.batches) == 2  # 42 target images, global batch 16
 
-    images = recorder.batches[0][0]
+    images = recorder.batches[0].images
     expected = zero_shot_cosine(recorder.clip, known_names(wide_shapes_dir), images)
     logits, table, cosine = objective.calls[0]
     assert cosine.shape == (16, KNOWN)
@@ -157,9 +157,9 @@ def test_training_step_feeds_the_objective_scaled_zero_shot_cosines_and_the_batc
 
     full_table = cli.model.target_table
     assert full_table.shape == (42,)
-    for (_, index), (_, table, _) in zip(recorder.batches, objective.calls):
-        assert not torch.equal(index, torch.arange(len(index)))  # shuffled: position and sample index differ
-        assert torch.equal(table, full_table[index])
+    for batch, (_, table, _) in zip(recorder.batches, objective.calls):
+        assert not torch.equal(batch.index, torch.arange(len(batch)))  # shuffled: position and sample index differ
+        assert torch.equal(table, full_table[batch.index])
 
 
 @pytest.mark.slow

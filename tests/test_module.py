@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from uft.clip import tokenize
+from uft.data.batch import Batch, collate
 from uft.objectives import UEO
 from uft.prompts import class_prompt
 
@@ -27,7 +28,11 @@ class Images(Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        return self.images[i], i
+        return {"image": self.images[i], "index": i, "readable": True}
+
+
+def batch_of(images):
+    return Batch(images, torch.arange(len(images)), torch.ones(len(images), dtype=torch.bool))
 
 
 def make_module(**kwargs):
@@ -43,7 +48,7 @@ def test_confidence_pass_matches_zero_shot_by_index():
     module.objective.tau = 0.5
     images = torch.randn(10, 3, 32, 32)
     order = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # a shuffled loader must still fill the table by index
-    loader = DataLoader(Images(images), batch_size=3, sampler=order)
+    loader = DataLoader(Images(images), batch_size=3, sampler=order, collate_fn=collate)
     table = module.objective.prepare(module.cosine_table(loader, len(images)))
     clip = module.clip
     text = clip.encode_text(tokenize(TINY, [class_prompt("a photo of a", n) for n in NAMES]), normalize=True)
@@ -62,7 +67,7 @@ def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
     bn = next(m for m in module.clip.visual.modules() if isinstance(m, nn.BatchNorm2d))
     before = bn.running_mean.clone()
     module.target_table = torch.full((4,), 0.5)
-    loss = module.training_step((torch.randn(4, 3, 32, 32), torch.arange(4)), 0)
+    loss = module.training_step(batch_of(torch.randn(4, 3, 32, 32)), 0)
     loss.backward()
     torch.testing.assert_close(bn.running_mean, before)
     assert bn.weight.grad is not None and module.prompts.ctx.grad is not None
@@ -107,7 +112,7 @@ def test_frozen_context_encodes_class_texts_once():
     original = module.text_features
     module.text_features = lambda: calls.append(1) or original()
     for _ in range(3):
-        module.training_step((torch.randn(4, 3, 32, 32), torch.arange(4)), 0).backward()
+        module.training_step(batch_of(torch.randn(4, 3, 32, 32)), 0).backward()
     assert len(calls) == 1
     torch.testing.assert_close(module._frozen_text, original())
     assert module.visual_norms[0].grad is not None and module.prompts.ctx.grad is None

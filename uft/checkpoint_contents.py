@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from uft.clip import weights_identity
 from uft.errors import InputError, first_line
 
 IDENTITY_KEY = "uft_model_identity"  # what a checkpoint's parameters only make sense with
@@ -28,6 +29,19 @@ def keep_trained(checkpoint: dict, module: nn.Module) -> None:
     """Drop the frozen weights from a checkpoint's ``state_dict``."""
     trained = trained_parameters(module)
     checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+
+
+def model_identity(hparams, context_length: int) -> dict:
+    """What a model's trained parameters only make sense with, from its hyperparameters: architecture, pretrained
+    weights (a hash for local files, not their path), class names, context length, and which parameters were
+    tuned."""
+    return {
+        "model_name": hparams.model_name,
+        "weights": weights_identity(hparams.pretrained),
+        "class_names": list(hparams.class_names),
+        "context_length": context_length,
+        "tune": hparams.tune,
+    }
 
 
 def check_loadable(checkpoint: dict, identity: dict, names: set[str], fitting: bool) -> None:

@@ -64,3 +64,11 @@ def gather_objects(obj) -> list:
     gathered = [None] * world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process: a decision every process must take alike (one one-float all-reduce
+    on several processes; none on one)."""
+    if world_size() == 1:
+        return flag
+    return bool(sum_over_processes(torch.tensor([float(flag)], device=device)) > 0)

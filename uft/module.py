@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from uft.checkpoint_contents import IDENTITY_KEY, check_loadable, keep_trained
+from uft.checkpoint_contents import IDENTITY_KEY, check_loadable, keep_trained, model_identity
 from uft.clip import (
     cut_texts,
     encode_text_embeddings,
@@ -22,19 +22,17 @@ from uft.clip import (
     pooled_length,
     tokenize,
     visual_norm_parameters,
-    weights_identity,
 )
+from uft.data.batch import Batch
 from uft.data.contract import TargetData
-from uft.data.skipped import unmark
-from uft.distributed import gather_batch, gather_objects, sum_over_processes, world_size
+from uft.distributed import any_process, gather_batch, gather_objects
 from uft.errors import InputError
 from uft.metrics import OpenSetMetrics
 from uft.objectives import Objective
-from uft.progress import progress
 from uft.prompts import PromptLearner, check_prompt_lengths, template_prompt
-from uft.schedule import CosineToZero
+from uft.schedule import CosineToZero, plan_schedule
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
-from uft.target_table import TargetTable
+from uft.target_table import TargetTable, cosine_over
 
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
@@ -129,7 +127,6 @@ class UFTModule(LightningModule):
         self.eval_results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self._eval_text: Tensor | None = None
         self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
-        self._batch_marked = False  # whether the current batch holds an unreadable image, read on the host
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
@@ -229,22 +226,19 @@ class UFTModule(LightningModule):
         self.eval_split_names = served
 
     def on_train_start(self) -> None:
-        self._plan_schedule()
+        (config,) = self.trainer.lr_scheduler_configs
+        note = plan_schedule(config.scheduler, self.trainer.estimated_stepping_batches)
+        if note:
+            rank_zero_info(note)
         data = self.trainer.datamodule
         if isinstance(data, TargetData):
             self.table.start(data, self.device)
-        if not self.objective.needs_table:
-            return
-        data = self._target_data()
-        self.table.check_resumed(self.objective, data.num_target_samples)
-        if self.table.values is None:
-            labels = data.target_labels() if self.objective.uses_labels else None
-            found = self.table.build(
-                self.objective, self.cosine_table(data.confidence_dataloader(), data.num_target_samples), labels
+        if self.objective.needs_table:
+            data = self._target_data()
+            self.table.prepare(
+                self.objective, data, lambda: self.cosine_table(data.confidence_dataloader(), data.num_target_samples)
             )
-            if found:
-                data.report_skipped("target", found)
-        self.table.to_device(self.device)
+            self.table.to_device(self.device)
 
     @property
     def target_table(self) -> Tensor | None:
@@ -258,36 +252,19 @@ class UFTModule(LightningModule):
     @torch.no_grad()
     def cosine_table(self, loader, num_samples: int, text: Tensor | None = None) -> Tensor:
         """Cosine similarities (``num_samples``, K) of every image ``loader`` yields under the current weights (before
-        training: the zero-shot model), each row at its sample index; the row of an image that could not be read is
-        NaN. The confidence pass over the target set, and prediction's pass for its threshold.
-
-        Each process encodes the samples its ``loader`` yields; rows are summed over processes, so every process
-        ends with the whole table. A row that no process, or more than one, filled is an error.
-        """
+        training: the zero-shot model), by sample index, on every process; NaN rows for unreadable images. The
+        confidence pass over the target set, and prediction's pass for its threshold
+        (:func:`~uft.target_table.cosine_over`)."""
         was_training = self.training
         self.eval()
         with self._autocast():
             text = self.text_features() if text is None else text
-            cosine = torch.zeros(num_samples, text.shape[0], device=self.device)
-            filled = torch.zeros(num_samples, device=self.device)
-            unreadable = torch.zeros(num_samples, device=self.device)
-            # The pass over a large target set runs before Lightning's own bar appears: its own bar, on a terminal.
-            with progress(len(loader), "encoding the target set", unit="batch", enabled=self.global_rank == 0) as bar:
-                for images, index in loader:
-                    readable, index = unmark(index.to(self.device))
-                    cosine[index] = self.cosine(images.to(self.device), text)
-                    filled[index] += 1
-                    unreadable[index[~readable]] = 1
-                    bar.update()
+            shape = (num_samples, text.shape[0])
+            table = cosine_over(loader, shape, lambda images: self.cosine(images, text), self.device)
         self.train(was_training)
-        sum_over_processes(cosine)
-        cosine[sum_over_processes(unreadable) > 0] = float("nan")
-        if not bool((sum_over_processes(filled) == 1).all()):
-            raise RuntimeError("the pass over the target set must see every sample exactly once")
-        return cosine
+        return table
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        images, index = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         if self.prompts.ctx.requires_grad:
             text = None  # recomputed every step: gradients flow to the context
         else:  # the context is frozen (tune: visual): the class features never change, encode them once
@@ -296,9 +273,13 @@ class UFTModule(LightningModule):
                     self._frozen_text = self.text_features()
             text = self._frozen_text
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
-        cosine, index = gather_batch(self.cosine(images, text)), gather_batch(index)
-        if self._drop_needed():
-            cosine, index = self._drop_unreadable(cosine, index)
+        cosine, index = gather_batch(self.cosine(batch.images, text)), gather_batch(batch.index)
+        # Rows that must not train (unreadable images): known on the host, and agreed by every process.
+        if any_process(not batch.all_readable or self.table.any_excluded, self.device):
+            keep, found = self.table.trainable(index, gather_batch(batch.readable))
+            if found:
+                self._target_data().report_skipped("target", found)
+            cosine, index = cosine[keep], index[keep]
             if not len(index):
                 return None  # nothing readable in this batch: no step
         table = self.table.rows(index) if self.objective.needs_table else None
@@ -308,31 +289,6 @@ class UFTModule(LightningModule):
         for group in groups:  # plain floats: nothing read from the device
             self.log(f"train/lr_{group['name']}", group["lr"], batch_size=cosine.shape[0])
         return loss
-
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        # The index column on the host, before it moves to the device: whether an image of this batch could not
-        # be read is known here without waiting for the device.
-        self._batch_marked = bool((batch[-1] < 0).any())
-        return batch
-
-    def _drop_needed(self) -> bool:
-        """Whether the global batch may hold rows that must not train: decided on the host, and agreed over
-        processes (one small all-reduce per step on several processes; none on one)."""
-        needed = self._batch_marked or self.table.any_excluded
-        if world_size() == 1:
-            return needed
-        flag = torch.tensor([float(needed)], device=self.device)
-        return bool(sum_over_processes(flag) > 0)
-
-    def _drop_unreadable(self, cosine: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """The global batch without unreadable samples: those marked in it (reported, and excluded from now on)
-        and those found earlier. The same on every process."""
-        readable, index = unmark(index)
-        if not bool(readable.all()):
-            self._target_data().report_skipped("target", index[~readable].tolist())
-            self.table.exclude(index[~readable])
-        keep = ~self.table.excluded[index]
-        return cosine[keep], index[keep]
 
     def configure_optimizers(self):
         groups = []
@@ -349,25 +305,7 @@ class UFTModule(LightningModule):
             scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _plan_schedule(self) -> None:
-        (config,) = self.trainer.lr_scheduler_configs
-        schedule = config.scheduler
-        if not isinstance(schedule, CosineToZero):
-            return  # a configured scheduler plans itself
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        before = schedule.plan(total)
-        if before is not None and before != total:
-            step = schedule.last_epoch
-            rank_zero_info(
-                f"uft: the run now has {total} optimiser steps instead of {before} (max_epochs or batch size "
-                f"changed): the cosine schedule is re-planned over {total} steps from step {step} (learning-rate "
-                f"factor now {schedule.factor(step):.3f})"
-            )
-
     # ---------------------------------------------------------------- evaluation
-    def _split_name(self, dataloader_idx: int) -> str:
-        return self.eval_split_names[dataloader_idx]
-
     @torch.no_grad()
     def template_features(self, templates: list[str]) -> Tensor:
         """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space."""
@@ -383,13 +321,12 @@ class UFTModule(LightningModule):
         with torch.no_grad(), self._autocast():
             self._eval_text = self.template_features(templates) if templates else self.text_features()
 
-    def _readable(self, split: str, index: Tensor, *rows: Tensor) -> tuple[Tensor, ...]:
-        """``rows`` without the samples whose image could not be read (remembered to report at the end)."""
-        if not self._batch_marked:
-            return (index, *rows)
-        readable, index = unmark(index)
-        self._eval_skipped.setdefault(split, []).extend(index[~readable].tolist())
-        return (index[readable], *(x[readable] for x in rows))
+    def _readable(self, split: str, batch: Batch) -> Batch:
+        """The batch without its unreadable images (remembered, to report at the end of the pass)."""
+        found = batch.unreadable_indices()  # nothing read from the device when every image was read
+        if found:
+            self._eval_skipped.setdefault(split, []).extend(found)
+        return batch.readable_rows()
 
     def _report_eval_skipped(self) -> None:
         # Every process calls this (a collective): the split's unreadable samples of all processes, then the
@@ -402,19 +339,18 @@ class UFTModule(LightningModule):
             self._target_data().report_skipped(split, sorted(found[split]))
         self._eval_skipped = {}
 
-    def _eval_step(self, batch, dataloader_idx: int) -> None:
-        images, labels, index = batch
-        split = self._split_name(dataloader_idx)
-        _, images, labels = self._readable(split, index, images, labels)
-        if not len(labels):
+    def _eval_step(self, batch: Batch, dataloader_idx: int) -> None:
+        split = self.eval_split_names[dataloader_idx]
+        batch = self._readable(split, batch)
+        if not len(batch):
             return
-        scores = self.cosine(images, self._eval_text)
+        scores = self.cosine(batch.images, self._eval_text)
         if not torch.isfinite(scores).all():
             raise InputError(
                 f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
                 "run's checkpoint?); no metric can be computed from them"
             )
-        self.metrics[split].update(scores, labels)
+        self.metrics[split].update(scores, batch.labels)
 
     def _eval_end(self) -> None:
         self._report_eval_skipped()
@@ -453,19 +389,18 @@ class UFTModule(LightningModule):
         scores = self.ood_score(cosine[~cosine.isnan().any(dim=1)])
         self.predict_threshold = self.unknown_rule.threshold(scores)
 
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Per image: sample ``index``, ``pred_id`` (-1: unknown), ``score`` (the OOD score), ``known_prob`` (softmax
         probability of the top class at temperature 1), ``top5`` class ids."""
-        images, index = batch
-        index, images = self._readable("predict", index, images)
-        cosine = self.cosine(images, self._eval_text)
+        batch = self._readable("predict", batch)
+        cosine = self.cosine(batch.images, self._eval_text)
         probs = torch.softmax(cosine, dim=-1)
         score = self.ood_score(cosine)
         known_prob, top = probs.max(dim=-1)
         # In float64, as evaluation decides: a float32 comparison would round the threshold first.
         pred = torch.where(score.double() >= self.predict_threshold, top, torch.full_like(top, -1))
         top5 = probs.topk(min(5, probs.shape[1]), dim=-1).indices
-        return {"index": index, "pred_id": pred, "score": score, "known_prob": known_prob, "top5": top5}
+        return {"index": batch.index, "pred_id": pred, "score": score, "known_prob": known_prob, "top5": top5}
 
     def on_predict_epoch_end(self) -> None:
         self._report_eval_skipped()
@@ -474,22 +409,12 @@ class UFTModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep_trained(checkpoint, self)
         self.table.save(checkpoint, self.objective)
-        checkpoint[IDENTITY_KEY] = self.identity()
-
-    def identity(self) -> dict:
-        """What the trained parameters only make sense with: architecture, pretrained weights (a hash for local
-        files, not their path), class names, context length, and which parameters were tuned."""
-        return {
-            "model_name": self.hparams.model_name,
-            "weights": weights_identity(self.hparams.pretrained),
-            "class_names": list(self.hparams.class_names),
-            "context_length": self.prompts.n_ctx,
-            "tune": self.hparams.tune,
-        }
+        checkpoint[IDENTITY_KEY] = model_identity(self.hparams, self.prompts.n_ctx)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         fitting = self._trainer is not None and self.trainer.training
-        check_loadable(checkpoint, self.identity(), set(self.state_dict()), fitting)
+        identity = model_identity(self.hparams, self.prompts.n_ctx)
+        check_loadable(checkpoint, identity, set(self.state_dict()), fitting)
         self.table.load(checkpoint)
 
 

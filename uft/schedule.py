@@ -40,3 +40,21 @@ class CosineToZero(LRScheduler):
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         return before
+
+
+def plan_schedule(scheduler: object, total: int) -> str | None:
+    """Plan a :class:`CosineToZero` over the run's ``total`` optimiser steps, known once a resumed run's place is
+    restored (another scheduler plans itself); returns what to tell the user when a resumed run's length changed
+    (``max_epochs``, batch size): the schedule is re-planned from the step it is at."""
+    if not isinstance(scheduler, CosineToZero):
+        return None
+    total = max(int(total), 1)
+    before = scheduler.plan(total)
+    if before is None or before == total:
+        return None
+    step = scheduler.last_epoch
+    return (
+        f"uft: the run now has {total} optimiser steps instead of {before} (max_epochs or batch size changed): the "
+        f"cosine schedule is re-planned over {total} steps from step {step} (learning-rate factor now "
+        f"{scheduler.factor(step):.3f})"
+    )

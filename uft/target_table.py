@@ -3,12 +3,18 @@ which target list and objective it belongs to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from uft.data.batch import Batch
 from uft.data.contract import TargetData
+from uft.distributed import sum_over_processes
 from uft.errors import InputError
 from uft.objectives import Objective
+from uft.progress import progress
 
 VALUES_KEY = "uft_target_table"  # the objective's per-sample table (UEO: confidence weights)
 SOURCE_KEY = "uft_table_source"  # which objective, with which settings, made that table
@@ -73,6 +79,16 @@ class TargetTable(nn.Module):
                 f"target set now has {num_samples}: resume with the data the run started with"
             )
 
+    def prepare(self, objective: Objective, data: TargetData, encode: Callable[[], Tensor]) -> None:
+        """The objective's table before the first step: the checkpoint's, when it was made by this objective over
+        this target set, else built from ``encode()`` (the pass over the target set: cosine similarities, N x K,
+        on every process); images the pass found unreadable are reported to ``data``."""
+        self.check_resumed(objective, data.num_target_samples)
+        if self.values is None:
+            found = self.build(objective, encode(), data.target_labels() if objective.uses_labels else None)
+            if found:
+                data.report_skipped("target", found)
+
     def build(self, objective: Objective, cosine: Tensor, labels: Tensor | None) -> list[int]:
         """The objective's table from the pass's cosine similarities (N, K; a NaN row: an unreadable image), over
         the readable samples only (a table may depend on all rows, e.g. UPL's per-class top-k); the rows of excluded
@@ -95,6 +111,14 @@ class TargetTable(nn.Module):
         self.excluded[mask_or_indices] = True
         self.any_excluded = True
 
+    def trainable(self, index: Tensor, readable: Tensor) -> tuple[Tensor, list[int]]:
+        """Which rows of a global batch (sample ``index``, ``readable`` images) may train, and the samples found
+        unreadable in it, which never train from now on."""
+        found = index[~readable]
+        if len(found):
+            self.exclude(found)
+        return ~self.excluded[index], found.tolist()
+
     def rows(self, index: Tensor) -> Tensor:
         """The table's rows of these samples."""
         return self.values[index]
@@ -114,3 +138,30 @@ class TargetTable(nn.Module):
         self.values = checkpoint.get(VALUES_KEY)
         self.source = checkpoint.get(SOURCE_KEY)
         self.keys = checkpoint.get(KEYS_KEY)
+
+
+def cosine_over(
+    loader: Iterable[Batch], shape: tuple[int, int], cosine: Callable[[Tensor], Tensor], device: torch.device
+) -> Tensor:
+    """The pass over a set of samples: ``cosine(images)`` of every batch ``loader`` yields, each row at its sample
+    index, in a table of ``shape`` (samples, classes); the row of an image that could not be read is NaN.
+
+    Each process encodes the samples its ``loader`` yields; rows are summed over processes, so every process ends
+    with the whole table. A row that no process, or more than one, filled is an error. A large target set takes a
+    while before Lightning's own bar appears: this pass draws its own, on a terminal, on rank 0.
+    """
+    table = torch.zeros(shape, device=device)
+    filled, unreadable = torch.zeros(shape[0], device=device), torch.zeros(shape[0], device=device)
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    with progress(len(loader), "encoding the target set", unit="batch", enabled=rank0) as bar:
+        for batch in loader:
+            batch = batch.to(device)
+            table[batch.index] = cosine(batch.images)
+            filled[batch.index] += 1
+            unreadable[batch.index[~batch.readable]] = 1
+            bar.update()
+    sum_over_processes(table)
+    table[sum_over_processes(unreadable) > 0] = float("nan")
+    if not bool((sum_over_processes(filled) == 1).all()):
+        raise RuntimeError("the pass over the target set must see every sample exactly once")
+    return table

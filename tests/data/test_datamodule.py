@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from uft.data import lists
+from uft.data.batch import Batch
 from uft.data.datamodule import TargetDataModule
 from uft.data.lists import Sample, read_list_file
 from uft.data.splits import ClassSplit
@@ -87,16 +88,16 @@ def test_train_loader_batches(dm):
     loader = dm.train_dataloader()
     seen = []
     for batch in loader:
-        assert len(batch) == 2
-        images, index = batch
-        assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
-        seen += index.tolist()
+        assert isinstance(batch, Batch) and batch.labels is None  # training never sees a label
+        assert batch.images.shape == (4, 3, 16, 16) and batch.images.dtype == torch.float32
+        assert batch.all_readable and batch.readable.all()
+        seen += batch.index.tolist()
     assert len(seen) == len(set(seen)) == 20 and set(seen) <= set(range(21))
     assert seen != sorted(seen)  # shuffled
     later = set()
     for epoch in range(1, 6):
         loader.sampler.set_epoch(epoch)
-        later |= {i for _, index in loader for i in index.tolist()}
+        later |= {i for batch in loader for i in batch.index.tolist()}
     assert later == set(range(21))  # over epochs, every sample is used
 
 
@@ -106,20 +107,18 @@ def test_eval_and_unlabeled_loaders(dm):
     assert len(loaders) == len(dm.eval_splits) == 2
     for loader, samples in zip(loaders, [dm.test_samples, dm.target_samples], strict=True):
         labels, indices = [], []
-        for images, label, index in loader:
-            assert images.shape == (len(index), 3, 16, 16)
-            labels += label.tolist()
-            indices += index.tolist()
+        for batch in loader:
+            assert batch.images.shape == (len(batch), 3, 16, 16)
+            labels += batch.labels.tolist()
+            indices += batch.index.tolist()
         assert indices == list(range(len(samples)))
         assert labels == [s.label for s in samples]
     assert len(dm.test_dataloader()) == 2
     batch = next(iter(dm.confidence_dataloader()))
-    assert len(batch) == 2
-    images, index = batch
-    assert images.shape == (5, 3, 16, 16)
-    assert index.tolist() == [0, 1, 2, 3, 4]
-    again = next(iter(dm.predict_dataloader()))[0]
-    assert torch.equal(images, again)  # evaluation transform: no randomness
+    assert batch.labels is None and batch.images.shape == (5, 3, 16, 16)
+    assert batch.index.tolist() == [0, 1, 2, 3, 4]
+    again = next(iter(dm.predict_dataloader())).images
+    assert torch.equal(batch.images, again)  # evaluation transform: no randomness
 
 
 def test_paper_protocol_tests_on_the_whole_domain(shapes_dir):

@@ -156,13 +156,13 @@ def test_the_data_module_reads_the_same_samples_and_pixels_from_shards(shapes, s
     assert streamed.test_samples == files.test_samples and streamed.eval_splits == files.eval_splits
     assert streamed.target_labels().tolist() == files.target_labels().tolist()
     for a, b in zip(files.confidence_dataloader(), streamed.confidence_dataloader()):
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert torch.equal(a.images, b.images) and torch.equal(a.index, b.index)
     for loader_a, loader_b in zip(files.test_dataloader(), streamed.test_dataloader()):
         for a, b in zip(loader_a, loader_b):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
+            assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("images", "labels", "index", "readable"))
     train_a, train_b = files.train_dataloader().dataset, streamed.train_dataloader().dataset
     for key in [(0, 0), (7, 0), (7, 1), (20, 3)]:  # augmentation seeded by (seed, epoch, index), wherever stored
-        assert torch.equal(train_a[key][0], train_b[key][0])
+        assert torch.equal(train_a[key]["image"], train_b[key]["image"])
 
 
 def test_shards_with_a_test_list_of_files(shapes, shards):
@@ -199,8 +199,9 @@ def test_an_unreadable_image_in_shards_is_skipped_like_a_file(shapes, tmp_path):
         )
     assert dm.skipped_indices("target") == [3]
     dm.preprocess = PRE
-    assert dm.confidence_dataloader().dataset[3][1] == -1 - 3  # marked, as from files
-    assert dm.confidence_dataloader().dataset[4][1] == 4
+    dataset = dm.confidence_dataloader().dataset
+    assert dataset[3]["index"] == 3 and not dataset[3]["readable"]  # a placeholder, as from files
+    assert dataset[4]["index"] == 4 and dataset[4]["readable"]
 
 
 def test_the_shard_order_keeps_shards_together_and_ignores_the_number_of_processes(shapes, shards):
@@ -451,8 +452,8 @@ def test_a_sample_list_edited_after_the_shards_were_written_is_refused(shapes, s
     # Read by a loader worker, the sample comes back marked unreadable; reporting it names the edit.
     dm = TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"), protocol="paper", num_workers=1)
     dm.preprocess, dm.seed = PRE, 0
-    marked = [int(i) for _, index in dm.confidence_dataloader() for i in index if i < 0]
-    assert marked == [-1 - 5]
+    unreadable = [i for batch in dm.confidence_dataloader() for i in batch.unreadable_indices()]
+    assert unreadable == [5]
     with pytest.raises(InputError, match=stored_label):
         dm.report_skipped("target", [5])
 

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from uft.atomic_files import write_error
 from uft.callbacks.divergence import DivergenceWatch
 from uft.checkpoint_contents import trained_parameters
-from uft.distributed import sum_over_processes, world_size
+from uft.distributed import any_process
 from uft.errors import Diverged
 from uft.loop_progress import EPOCH_END_KEY, align_progress, batches_per_epoch, loader_state
 
@@ -98,9 +98,10 @@ class RunCheckpoint(ModelCheckpoint):
         self._drop_checked(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
-        late = self.every_n_minutes is not None and time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
-        if world_size() > 1:  # every process takes part in a save: agree on it
-            late = bool(sum_over_processes(torch.tensor([float(late)], device=pl_module.device)) > 0)
+        late = False
+        if self.every_n_minutes is not None:  # every process takes part in a save: agree on it
+            late = time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
+            late = any_process(late, pl_module.device)
         due = bool(self.save_every_n_steps) and trainer.global_step % self.save_every_n_steps == 0
         if due or late:
             self._save_last(trainer)

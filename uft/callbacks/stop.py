@@ -9,12 +9,11 @@ import subprocess
 import sys
 import threading
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from uft.distributed import sum_over_processes, world_size
+from uft.distributed import any_process
 
 
 class GracefulStop(Callback):
@@ -47,10 +46,7 @@ class GracefulStop(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
         # Every process stops at the same step, and takes part in the save: agree in one collective.
-        stop = bool(self._signal)
-        if world_size() > 1:
-            stop = bool(sum_over_processes(torch.tensor([float(stop)], device=pl_module.device)) > 0)
-        if not stop:
+        if not any_process(bool(self._signal), pl_module.device):
             return
         checkpoint = trainer.checkpoint_callback
         saved = checkpoint.save_now(trainer) if hasattr(checkpoint, "save_now") else None

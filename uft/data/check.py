@@ -17,14 +17,13 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from uft.clip import CHECKOUT, checkout_file
 from uft.data.lists import Sample, read_class_names, resolve_domain, scan_image_folder
 from uft.data.shards import OneLineParser, Stopped, stop_on_signals
-from uft.data.skipped import unreadable_reason
+from uft.data.skipped import unreadable_files
 from uft.errors import Exit, InputError, one_line_errors
 from uft.progress import progress
 
@@ -123,19 +122,10 @@ def _check_domains(
 
 
 def _unreadable(folder: Path, paths: list[str], domain: str) -> list[tuple[str, str]]:
-    """``(path, reason)`` of the ``paths`` (relative to ``folder``) that cannot be decoded, decoded in a thread
-    pool as :func:`~uft.data.skipped.unreadable_files` does, with a progress bar: a DomainNet domain takes minutes."""
-    bad = []
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, progress(len(paths), domain) as bar:
-        try:
-            for path, reason in zip(paths, pool.map(unreadable_reason, (folder / path for path in paths))):
-                bar.update()
-                if reason is not None:
-                    bad.append((path, reason))
-        except BaseException:  # Ctrl-C or SIGTERM: stop now, not after decoding the rest of the domain
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return bad
+    """``(path, reason)`` of the ``paths`` (relative to ``folder``) that cannot be decoded, with a progress bar: a
+    DomainNet domain takes minutes."""
+    with progress(len(paths), domain) as bar:
+        return list(unreadable_files(folder, paths, bar.update).values())
 
 
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)

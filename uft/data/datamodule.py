@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from uft.atomic_files import write_text
 from uft.clip import ImagePreprocess
+from uft.data.batch import collate
 from uft.data.datasets import ImageFiles, ImageListDataset, ImageSource
 from uft.data.lists import (
     IMAGE_SUFFIXES,
@@ -367,7 +368,7 @@ class TargetDataModule(LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader_options(self) -> dict:
-        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0, "collate_fn": collate}
 
     def _eval_loader(self, dataset) -> DataLoader:
         rank, world_size = self._world()

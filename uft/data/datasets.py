@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from uft.data.lists import Sample
 from uft.data.samplers import item_seed
-from uft.data.skipped import UNREADABLE, mark, read_rgb, unreadable_files, unreadable_reason
+from uft.data.skipped import UNREADABLE, read_rgb, unreadable_files, unreadable_reason
 
 
 @runtime_checkable
@@ -73,7 +73,8 @@ PLACEHOLDER_SIZE = 32  # side of the blank image that stands in for an unreadabl
 
 
 class ImageListDataset(Dataset):
-    """Images of a sample list, returned as ``(image, index)`` or, with ``with_labels``, ``(image, label, index)``.
+    """Images of a sample list, each item a dict: ``image``, ``index``, ``readable`` and, with ``with_labels``,
+    ``label`` (:func:`uft.data.batch.collate` makes a :class:`~uft.data.batch.Batch` of them).
 
     The index is the sample's position in the list: the key of per-sample state such as confidence weights.
     With ``seed`` set, items are addressed by ``(index, epoch)`` (see :class:`~uft.data.samplers.GlobalBatchSampler`)
@@ -81,8 +82,8 @@ class ImageListDataset(Dataset):
     resume and on any number of processes or loader workers.
 
     An image that cannot be read (missing, zero-byte, truncated, corrupt) does not end the run: a blank image
-    stands in for it and its index is marked (:func:`uft.data.skipped.mark`), so that the consumer of the batch
-    drops the row and reports the sample.
+    stands in for it with ``readable`` false, so that the consumer of the batch drops the row and reports the
+    sample.
 
     Args:
         samples: the images and their labels.
@@ -111,15 +112,16 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        sample, returned = self.samples[index], index
+        sample, readable = self.samples[index], True
         try:
             img = self.images.read(sample.path)
         except UNREADABLE:
-            img, returned = Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)), mark(index)
+            img, readable = Image.new("RGB", (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)), False
         if self.seed is None:
             image = self.transform(img)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(item_seed(self.seed, epoch, index))
                 image = self.transform(img)
-        return (image, sample.label, returned) if self.with_labels else (image, returned)
+        item = {"image": image, "index": index, "readable": readable}
+        return {**item, "label": sample.label} if self.with_labels else item

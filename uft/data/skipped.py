@@ -1,23 +1,19 @@
-"""Images that cannot be read: how a dataset marks them in a batch, and the run's record of them.
+"""Images that cannot be read: how to tell, and the run's record of them.
 
-A dataset cannot raise for one bad file without ending the run, and loader workers cannot tell the main process
-anything but the batch. So an unreadable image is returned as a placeholder whose sample index is marked
-(``-1 - index``, see :func:`mark` and :func:`unmark`); whoever consumes the batch drops the marked rows and reports
-the indices to a :class:`SkippedImages` record, which names each file once and stops the run when a split holds
-more unreadable images than it may.
+A loader returns an unreadable image as a placeholder with its ``readable`` column false (:mod:`uft.data.batch`);
+whoever consumes the batch drops the row and reports the sample to a :class:`SkippedImages` record, which names
+each file once and stops the run when a split holds more unreadable images than it may.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-import torch
 from PIL import Image
-from torch import Tensor
 
 from uft.data.decode import decode_rgb
 from uft.errors import InputError, first_line
@@ -44,25 +40,25 @@ def unreadable_reason(file: str | Path | IO[bytes]) -> str | None:
     return None
 
 
-def unreadable_files(folder: Path, paths: Iterable[str]) -> dict[int, tuple[str, str]]:
+def unreadable_files(
+    folder: Path, paths: Iterable[str], done: Callable[[], object] | None = None
+) -> dict[int, tuple[str, str]]:
     """``{position: (path, reason)}`` of the ``paths`` (relative to ``folder``) that cannot be read, each decoded
-    in a thread pool."""
+    in a thread pool; ``done`` is called after each image (a progress bar's update). An interrupt (Ctrl-C,
+    SIGTERM) stops at once instead of after decoding the rest."""
     paths = list(paths)
+    bad = {}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        reasons = pool.map(unreadable_reason, (folder / path for path in paths))
-        return {i: (paths[i], reason) for i, reason in enumerate(reasons) if reason is not None}
-
-
-def mark(index: int) -> int:
-    """The batch index of an unreadable sample: negative, and :func:`unmark` gives ``index`` back."""
-    return -1 - index
-
-
-def unmark(index: Tensor) -> tuple[Tensor, Tensor]:
-    """``(readable, sample index)`` of a batch's index column: which rows hold a real image, and every row's
-    sample index with the marks removed."""
-    readable = index >= 0
-    return readable, torch.where(readable, index, -1 - index)
+        try:
+            for i, reason in enumerate(pool.map(unreadable_reason, (folder / path for path in paths))):
+                if done is not None:
+                    done()
+                if reason is not None:
+                    bad[i] = (paths[i], reason)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return bad
 
 
 class SkippedImages:
