@@ -102,7 +102,7 @@ def make_module(args, k: int, device: torch.device, **kwargs) -> UFTModule:
     torch.manual_seed(0)
     module = UFTModule(class_names(k), UEO(), model_name=args.model, pretrained=None, **kwargs).to(device)
     module.train()
-    module.target_table = torch.rand(args.batch_max, device=device) * 0.9 + 0.1
+    module.table.values = torch.rand(args.batch_max, device=device) * 0.9 + 0.1
     return module
 
 
@@ -135,7 +135,7 @@ def checkpoint_size(args) -> tuple[int, int]:
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     module.text_features().sum().backward()
     optimizer.step()
-    module.target_table = torch.rand(10_000)
+    module.table.values = torch.rand(10_000)
     checkpoint = {"state_dict": module.state_dict(), "optimizer_states": [optimizer.state_dict()]}
     module.on_save_checkpoint(checkpoint)
     buffer = io.BytesIO()

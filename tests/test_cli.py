@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from uft.cli import QUIET_LOGGERS, QUIET_WARNINGS, _QuietLightning, cli_main
+from uft.cli import cli_main
 from uft.errors import InputError
 from uft.metrics import METRIC_NAMES
 from uft.module import UFTModule
+from uft.quiet import QUIET_LOGGERS, QUIET_WARNINGS, _QuietLightning
 from uft.target_table import VALUES_KEY as TABLE_KEY
 
 from .args import ROOT, demo_args

@@ -275,3 +275,13 @@ def test_gathered_global_batch_gives_the_single_process_gradient(tmp_path):
                 torch.testing.assert_close(got, weights.grad, rtol=1e-5, atol=1e-6)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_processes_started_by_ddp_spawn_are_as_quiet_as_the_command_line(shapes_dir, tmp_path):
+    """`strategy: ddp_spawn` starts processes that run none of the command line's code: the callback that hides
+    Lightning's noise there (uft.callbacks.QuietSpawnedProcesses) keeps its warnings out of the output."""
+    result = uft(["fit", *demo_args(shapes_dir, tmp_path, *ddp_args(2), "--trainer.strategy=ddp_spawn")])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output  # two processes ran, the second one spawned
+    assert "in eval mode" not in output and "sync_dist" not in output

@@ -193,7 +193,7 @@ def test_validation_metrics_are_those_of_plain_zero_shot_cosines(wide_shapes_dir
         expected = open_set_metrics_ref(cosine, labels, KNOWN)
         assert written[split]["samples"] == len(labels)
         # Per sample, in sample order (one process evaluates in order): the score the detection metrics ranked.
-        scored = cli.model.eval_results[split]
+        scored = cli.model.evaluation.results[split]
         assert torch.equal(scored["labels"], labels)
         assert torch.equal(scored["preds"], cosine.argmax(dim=1))
         msp = torch.softmax(cosine.double(), dim=1).max(dim=1).values

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from uft.clip import tokenize
+from uft.clip import template_features, tokenize
 from uft.data.batch import Batch, collate
 from uft.objectives import UEO
 from uft.prompts import class_prompt
@@ -66,7 +66,7 @@ def test_clip_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
     assert not module.clip.training and all(not m.training for m in module.clip.modules())
     bn = next(m for m in module.clip.visual.modules() if isinstance(m, nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    module.target_table = torch.full((4,), 0.5)
+    module.table.values = torch.full((4,), 0.5)
     loss = module.training_step(batch_of(torch.randn(4, 3, 32, 32)), 0)
     loss.backward()
     torch.testing.assert_close(bn.running_mean, before)
@@ -98,16 +98,16 @@ def test_single_template_ensemble_equals_the_initial_prompt():
     """The template-ensemble zero-shot with the one template 'a photo of a {}.' is the prompt at initialisation."""
     module = make_module()
     with torch.no_grad():
-        torch.testing.assert_close(module.template_features(["a photo of a {}."]), module.text_features())
-        assert not torch.allclose(
-            module.template_features(["a sketch of a {}.", "art of the {}."]), module.text_features()
-        )
+        one = template_features(module.clip, TINY, NAMES, ["a photo of a {}."])
+        torch.testing.assert_close(one, module.text_features())
+        two = template_features(module.clip, TINY, NAMES, ["a sketch of a {}.", "art of the {}."])
+        assert not torch.allclose(two, module.text_features())
 
 
 def test_frozen_context_encodes_class_texts_once():
     """With tune=visual the class features are computed once, and equal the zero-shot ones."""
     module = make_module(tune="visual")
-    module.target_table = torch.full((4,), 0.5)
+    module.table.values = torch.full((4,), 0.5)
     calls = []
     original = module.text_features
     module.text_features = lambda: calls.append(1) or original()

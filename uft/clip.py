@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from uft.errors import InputError, first_line
+from uft.prompts import template_prompt
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 CHECKOUT = Path(__file__).resolve().parents[1]  # the folder holding the uft package: data/ and configs/ beside it
@@ -268,6 +269,26 @@ def encode_tokens(clip: nn.Module, tokens: Tensor, chunk_size: int | None = None
     length, shared = pooled_length(clip, tokens), common_prefix(tokens)
     tokens = tokens[:, :length].to(clip.token_embedding.weight.device)
     return encode_text_embeddings(clip, clip.token_embedding(tokens), tokens, length, chunk_size, shared)
+
+
+@torch.no_grad()
+def template_features(
+    clip: nn.Module, model_name: str, class_names: list[str], templates: list[str], chunk_size: int | None = None
+) -> Tensor:
+    """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space: the
+    template-ensemble zero-shot classifier."""
+    per_template = [
+        encode_tokens(clip, tokenize(model_name, [template_prompt(t, n) for n in class_names]), chunk_size)
+        for t in templates
+    ]
+    return F.normalize(torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(dim=0), dim=-1)
+
+
+def store_frozen(model: nn.Module, dtype: torch.dtype) -> None:
+    """Store the parameters that do not train (``requires_grad`` false) as ``dtype``; trained ones stay as they are."""
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
 
 
 def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:

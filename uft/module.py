@@ -11,30 +11,29 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from uft.checkpoint_contents import IDENTITY_KEY, check_loadable, keep_trained, model_identity
 from uft.clip import (
     cut_texts,
     encode_text_embeddings,
-    encode_tokens,
     load_clip,
     pooled_length,
+    store_frozen,
+    template_features,
     tokenize,
     visual_norm_parameters,
 )
 from uft.data.batch import Batch
 from uft.data.contract import TargetData
-from uft.distributed import any_process, gather_batch, gather_objects
+from uft.distributed import any_process, gather_batch
 from uft.errors import InputError
-from uft.metrics import OpenSetMetrics
+from uft.evaluation import SplitEvaluation
 from uft.objectives import Objective
-from uft.prompts import PromptLearner, check_prompt_lengths, template_prompt
+from uft.prompts import PromptLearner, check_prompt_lengths
 from uft.schedule import CosineToZero, plan_schedule
-from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule
+from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision
 from uft.target_table import TargetTable, cosine_over
-
-EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
 
 
 class UFTModule(LightningModule):
@@ -115,18 +114,10 @@ class UFTModule(LightningModule):
         self._build_trained(class_names, model_name, ctx_init, tune, frozen_dtype)
         self.ood_score = ood_score if ood_score is not None else MSP()
         self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
-        self.metrics = nn.ModuleDict(
-            {
-                split: OpenSetMetrics(len(class_names), self.ood_score, self.unknown_rule)
-                for split in dict.fromkeys([*EVAL_SPLITS, *(eval_splits or [])])
-            }
-        )
-        self.eval_split_names = list(eval_splits or EVAL_SPLITS)  # by dataloader index; the data's, from `setup`
+        self.evaluation = SplitEvaluation(len(class_names), self.ood_score, self.unknown_rule, eval_splits)
         self.predict_threshold: float | None = None  # of the unknown decision in prediction
         self.table = TargetTable()  # per-sample state over the target set (the objective's table, exclusions)
-        self.eval_results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self._eval_text: Tensor | None = None
-        self._eval_skipped: dict[str, list[int]] = {}  # unreadable samples met in this evaluation, by split
         self._frozen_text: Tensor | None = None
         # Checkpoints hold only trained parameters; the frozen CLIP is rebuilt from `model_name`/`pretrained`.
         self.strict_loading = False
@@ -145,9 +136,7 @@ class UFTModule(LightningModule):
         self.visual_norms = visual_norm_parameters(self.clip.visual)
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
-        for p in self.clip.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(getattr(torch, frozen))
+        store_frozen(self.clip, getattr(torch, frozen))
 
     # ---------------------------------------------------------------- features
     def text_features(self) -> Tensor:
@@ -191,39 +180,10 @@ class UFTModule(LightningModule):
         return trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
 
     def setup(self, stage: str) -> None:
-        if self.hparams.frozen_dtype != "float32" and "mixed" not in str(self.trainer.precision):
-            raise InputError(
-                f"model.frozen_dtype={self.hparams.frozen_dtype} needs a mixed trainer.precision (bf16-mixed or "
-                f"16-mixed), got {self.trainer.precision}"
-            )
-        self._take_eval_splits()
-        if stage != "fit":
-            return
-        if self.objective is None:
-            raise InputError("model.objective is not set: this config is for `uft validate`/`uft test` only")
-        if self.hparams.zero_shot_templates:
-            raise InputError("model.zero_shot_templates is an evaluation-only option: remove it to train")
-        if self.objective.uses_labels:
-            if not self._target_data().target_labeled:
-                raise InputError(
-                    f"{type(self.objective).__name__} reads the labels of the target data, which has none: it is an "
-                    "oracle for analysis and cannot run on unlabeled data"
-                )
-            rank_zero_warn(
-                f"{type(self.objective).__name__} is an ORACLE: it reads the target labels (analysis upper bound)"
-            )
-
-    def _take_eval_splits(self) -> None:
-        data, given = self.trainer.datamodule, self.hparams.eval_splits
-        if not isinstance(data, TargetData):
-            return
-        served = list(data.eval_splits)
-        if given is not None and served != list(given):
-            raise InputError(
-                f"the data serves the evaluation splits {served} but model.eval_splits is {list(given)}: leave "
-                "model.eval_splits unset (the data declares its splits)"
-            )
-        self.eval_split_names = served
+        data = self.trainer.datamodule
+        check_run(self.hparams, self.objective, str(self.trainer.precision), stage, data)
+        if isinstance(data, TargetData):
+            self.evaluation.serve(data.eval_splits)
 
     def on_train_start(self) -> None:
         (config,) = self.trainer.lr_scheduler_configs
@@ -244,10 +204,6 @@ class UFTModule(LightningModule):
     def target_table(self) -> Tensor | None:
         """The objective's per-sample table (:class:`~uft.target_table.TargetTable` ``values``)."""
         return self.table.values
-
-    @target_table.setter
-    def target_table(self, values: Tensor | None) -> None:
-        self.table.values = values
 
     @torch.no_grad()
     def cosine_table(self, loader, num_samples: int, text: Tensor | None = None) -> Tensor:
@@ -306,63 +262,30 @@ class UFTModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def template_features(self, templates: list[str]) -> Tensor:
-        """Fixed-text class features averaged over ``templates`` (``{}`` is the class name) in feature space."""
-        names, chunk = self.hparams.class_names, self.hparams.text_chunk_size
-        per_template = [
-            encode_tokens(self.clip, tokenize(self.hparams.model_name, [template_prompt(t, n) for n in names]), chunk)
-            for t in templates
-        ]
-        return F.normalize(torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(dim=0), dim=-1)
-
     def _eval_start(self) -> None:
         templates = self.hparams.zero_shot_templates
         with torch.no_grad(), self._autocast():
-            self._eval_text = self.template_features(templates) if templates else self.text_features()
+            if templates:
+                names, chunk = self.hparams.class_names, self.hparams.text_chunk_size
+                self._eval_text = template_features(self.clip, self.hparams.model_name, names, templates, chunk)
+            else:
+                self._eval_text = self.text_features()
 
-    def _readable(self, split: str, batch: Batch) -> Batch:
-        """The batch without its unreadable images (remembered, to report at the end of the pass)."""
-        found = batch.unreadable_indices()  # nothing read from the device when every image was read
-        if found:
-            self._eval_skipped.setdefault(split, []).extend(found)
-        return batch.readable_rows()
-
-    def _report_eval_skipped(self) -> None:
-        # Every process calls this (a collective): the split's unreadable samples of all processes, then the
-        # same report everywhere (which may stop the run on every process at once).
-        found: dict[str, set[int]] = {}
-        for part in gather_objects(self._eval_skipped):
-            for split, indices in part.items():
-                found.setdefault(split, set()).update(indices)
-        for split in sorted(found):
-            self._target_data().report_skipped(split, sorted(found[split]))
-        self._eval_skipped = {}
+    def _report_unreadable(self) -> None:
+        # Every process calls this (a collective), and reports the same (which may stop the run everywhere at once).
+        for split, indices in self.evaluation.unreadable.gather().items():
+            self._target_data().report_skipped(split, indices)
 
     def _eval_step(self, batch: Batch, dataloader_idx: int) -> None:
-        split = self.eval_split_names[dataloader_idx]
-        batch = self._readable(split, batch)
-        if not len(batch):
-            return
-        scores = self.cosine(batch.images, self._eval_text)
-        if not torch.isfinite(scores).all():
-            raise InputError(
-                f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
-                "run's checkpoint?); no metric can be computed from them"
-            )
-        self.metrics[split].update(scores, batch.labels)
+        split, batch = self.evaluation.readable(dataloader_idx, batch)
+        if len(batch):
+            self.evaluation.update(split, self.cosine(batch.images, self._eval_text), batch.labels)
 
     def _eval_end(self) -> None:
-        self._report_eval_skipped()
-        # `compute` gathers over processes, so every process calls it for every split, also one that got no batch.
-        for split, metric in self.metrics.items():
-            if not self.trainer.sanity_checking:
-                values = metric.compute()
-                if values["samples"]:
-                    self.eval_results[split] = metric.last
-                    for name, value in values.items():
-                        self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
-            metric.reset()
+        self._report_unreadable()
+        for split, values in self.evaluation.compute(keep=not self.trainer.sanity_checking).items():
+            for name, value in values.items():
+                self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
         self._eval_text = None
 
     def on_validation_epoch_start(self) -> None:
@@ -390,20 +313,13 @@ class UFTModule(LightningModule):
         self.predict_threshold = self.unknown_rule.threshold(scores)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Per image: sample ``index``, ``pred_id`` (-1: unknown), ``score`` (the OOD score), ``known_prob`` (softmax
-        probability of the top class at temperature 1), ``top5`` class ids."""
-        batch = self._readable("predict", batch)
+        """Per image: sample ``index`` and the open-set decision (:func:`~uft.scores.open_set_decision`)."""
+        batch = self.evaluation.unreadable.readable("predict", batch)
         cosine = self.cosine(batch.images, self._eval_text)
-        probs = torch.softmax(cosine, dim=-1)
-        score = self.ood_score(cosine)
-        known_prob, top = probs.max(dim=-1)
-        # In float64, as evaluation decides: a float32 comparison would round the threshold first.
-        pred = torch.where(score.double() >= self.predict_threshold, top, torch.full_like(top, -1))
-        top5 = probs.topk(min(5, probs.shape[1]), dim=-1).indices
-        return {"index": batch.index, "pred_id": pred, "score": score, "known_prob": known_prob, "top5": top5}
+        return {"index": batch.index, **open_set_decision(cosine, self.ood_score, self.predict_threshold)}
 
     def on_predict_epoch_end(self) -> None:
-        self._report_eval_skipped()
+        self._report_unreadable()
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -416,6 +332,29 @@ class UFTModule(LightningModule):
         identity = model_identity(self.hparams, self.prompts.n_ctx)
         check_loadable(checkpoint, identity, set(self.state_dict()), fitting)
         self.table.load(checkpoint)
+
+
+def check_run(hparams, objective: Objective | None, precision: str, stage: str, data) -> None:
+    """What a run of ``stage`` needs from the model's configuration, the trainer's precision and the data, checked
+    before any work (one line each)."""
+    if hparams.frozen_dtype != "float32" and "mixed" not in precision:
+        raise InputError(
+            f"model.frozen_dtype={hparams.frozen_dtype} needs a mixed trainer.precision (bf16-mixed or 16-mixed), got "
+            f"{precision}"
+        )
+    if stage != "fit":
+        return
+    if objective is None:
+        raise InputError("model.objective is not set: this config is for `uft validate`/`uft test` only")
+    if hparams.zero_shot_templates:
+        raise InputError("model.zero_shot_templates is an evaluation-only option: remove it to train")
+    if objective.uses_labels:
+        if not getattr(data, "target_labeled", False):
+            raise InputError(
+                f"{type(objective).__name__} reads the labels of the target data, which has none: it is an oracle "
+                "for analysis and cannot run on unlabeled data"
+            )
+        rank_zero_warn(f"{type(objective).__name__} is an ORACLE: it reads the target labels (analysis upper bound)")
 
 
 def _check_arguments(prompt_lr: float, visual_lr: float, text_chunk_size: int | None) -> None:

@@ -129,3 +129,16 @@ class HistogramSplit(ThresholdRule):
         best = (between >= between.max() * (1 - 1e-9)).nonzero().squeeze(1)
         cut = (float(best[0]) + float(best[-1])) / 2
         return low + (cut + 1) * (high - low) / self.bins
+
+
+def open_set_decision(cosine: Tensor, score: OODScore, threshold: float) -> dict[str, Tensor]:
+    """What ``uft predict`` says of each image from its cosine similarities (N, K): ``pred_id`` (the top class,
+    or -1, unknown, where the score is below ``threshold``), ``score``, ``known_prob`` (softmax probability of the
+    top class at temperature 1) and ``top5`` class ids. The score is compared in float64, as evaluation decides: a
+    float32 comparison would round the threshold first."""
+    probs = torch.softmax(cosine, dim=-1)
+    scores = score(cosine)
+    known_prob, top = probs.max(dim=-1)
+    pred = torch.where(scores.double() >= threshold, top, torch.full_like(top, -1))
+    top5 = probs.topk(min(5, probs.shape[1]), dim=-1).indices
+    return {"pred_id": pred, "score": scores, "known_prob": known_prob, "top5": top5}

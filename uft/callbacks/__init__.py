@@ -1,12 +1,13 @@
 """Callbacks of the harness, one job each: the run's checkpoint (:mod:`~uft.callbacks.checkpoint`), stopping on
 divergence (:mod:`~uft.callbacks.divergence`) and on a signal (:mod:`~uft.callbacks.stop`), the run summary
 ``metrics.json`` (:mod:`~uft.callbacks.summary`), pictures (:mod:`~uft.callbacks.figures`) and ``predictions.csv``
-(:mod:`~uft.callbacks.predictions`)."""
+(:mod:`~uft.callbacks.predictions`), and Lightning's noise hidden in spawned processes (:mod:`~uft.callbacks.quiet`)."""
 
 from uft.callbacks.checkpoint import RunCheckpoint
 from uft.callbacks.divergence import DivergenceWatch
 from uft.callbacks.figures import EvaluationFigures
 from uft.callbacks.predictions import PredictionCSV
+from uft.callbacks.quiet import QuietSpawnedProcesses
 from uft.callbacks.stop import GracefulStop
 from uft.callbacks.summary import MetricsJSON, metrics_table
 
@@ -16,6 +17,7 @@ __all__ = [
     "GracefulStop",
     "MetricsJSON",
     "PredictionCSV",
+    "QuietSpawnedProcesses",
     "RunCheckpoint",
     "metrics_table",
 ]

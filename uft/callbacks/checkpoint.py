@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from uft.atomic_files import write_error
 from uft.callbacks.divergence import DivergenceWatch
 from uft.checkpoint_contents import trained_parameters
-from uft.distributed import any_process
+from uft.distributed import sum_over_processes, world_size
 from uft.errors import Diverged
 from uft.loop_progress import EPOCH_END_KEY, align_progress, batches_per_epoch, loader_state
 
@@ -46,7 +47,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     Args:
         dirpath: checkpoint folder; default ``<trainer.default_root_dir>/checkpoints``.
-        every_n_minutes: also save after this much training time since the last save; ``None``: off. The default,
+        every_n_minutes: also save after this much training time since the last save (counted in steps of the
+            duration the first step after each save took); ``None``: off. The default,
             2, bounds what a job killed without warning (SIGKILL, out of memory, a lost node) loses to 2 minutes;
             a checkpoint holds only the trained parameters and the table, so a save costs well under a second.
         every_n_train_steps: also save every this many optimiser steps; ``None``: off.
@@ -58,7 +60,8 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
         self.every_n_minutes = every_n_minutes
         self.save_every_n_steps = every_n_train_steps
-        self._last_save_time = 0.0
+        self._saved_at = (0.0, 0)  # (time, step) of the last save, or of the start of training
+        self._late_step: int | None = None  # when the next save for `every_n_minutes` is due, once planned
         self._saved_step: int | None = None  # of the state in last.ckpt, when this run wrote or resumed it
         self._checked_step: int | None = None  # of the state in checked.ckpt, written by this run
         self._epoch_end = False  # whether the save being written is the one after the epoch's evaluation
@@ -88,7 +91,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     # ---------------------------------------------------------------- when to save
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._last_save_time = time.monotonic()
+        self._saved_at, self._late_step = (time.monotonic(), trainer.global_step), None
         last = self.last_path(trainer)
         resumed = trainer.ckpt_path is not None and Path(trainer.ckpt_path).resolve() == last.resolve()
         self._saved_step, self._checked_step = (trainer.global_step if resumed else None), None
@@ -98,13 +101,23 @@ class RunCheckpoint(ModelCheckpoint):
         self._drop_checked(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
-        late = False
-        if self.every_n_minutes is not None:  # every process takes part in a save: agree on it
-            late = time.monotonic() - self._last_save_time >= 60 * self.every_n_minutes
-            late = any_process(late, pl_module.device)
         due = bool(self.save_every_n_steps) and trainer.global_step % self.save_every_n_steps == 0
-        if due or late:
+        if due or self._late(trainer.global_step, pl_module.device):
             self._save_last(trainer)
+
+    def _late(self, step: int, device: torch.device) -> bool:
+        """Whether ``every_n_minutes`` of training passed since the last save. Every process takes part in a save,
+        so all must decide alike, yet agreeing every step would cost a collective (and a device wait) per step:
+        after the first step since the last save, the step at which the time is up is planned from that step's
+        duration (the processes' mean: one collective per save), and every process saves at that step."""
+        if self.every_n_minutes is None or step <= self._saved_at[1]:
+            return False
+        if self._late_step is None:
+            start_time, start_step = self._saved_at
+            seconds = torch.tensor([(time.monotonic() - start_time) / (step - start_step)], device=device)
+            per_step = float(sum_over_processes(seconds)) / world_size()
+            self._late_step = start_step + max(1, math.ceil(60 * self.every_n_minutes / max(per_step, 1e-9)))
+        return step >= self._late_step
 
     def save_now(self, trainer: Trainer) -> str:
         """Save ``last.ckpt`` now (between steps; every process calls it), unless this step is saved already;
@@ -201,7 +214,7 @@ class RunCheckpoint(ModelCheckpoint):
             self._checked_step = self._saved_step
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._saved_step = trainer.global_step
-        self._last_save_time = time.monotonic()
+        self._saved_at, self._late_step = (time.monotonic(), trainer.global_step), None
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         partial = f"{filepath}.part"

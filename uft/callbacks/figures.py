@@ -28,7 +28,7 @@ class EvaluationFigures(Callback):
         self.folder = folder
 
     def _write(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        results = getattr(pl_module, "eval_results", None)
+        results = getattr(getattr(pl_module, "evaluation", None), "results", None)
         if trainer.sanity_checking or not results:
             return
         self._write_files(trainer, Path(trainer.log_dir or trainer.default_root_dir), results, pl_module)

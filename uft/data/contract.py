@@ -48,7 +48,7 @@ class TargetData(Protocol):
 
     def report_skipped(self, split: str, indices: list[int]) -> None:
         """Samples of ``split`` (``target`` or an evaluation split) whose image could not be read: the batch held a
-        marked placeholder (:mod:`uft.data.skipped`). Called with the same indices on every process."""
+        placeholder (``readable`` false, :mod:`uft.data.batch`). Called with the same indices on every process."""
         ...
 
     def skipped_indices(self, split: str) -> list[int]:

@@ -15,7 +15,9 @@ from typing import IO
 
 from PIL import Image
 
+from uft.data.batch import Batch
 from uft.data.decode import decode_rgb
+from uft.distributed import gather_objects
 from uft.errors import InputError, first_line
 
 # What PIL and the file system raise for a missing, zero-byte, truncated, corrupt or foreign file, and what
@@ -59,6 +61,32 @@ def unreadable_files(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return bad
+
+
+class UnreadableSeen:
+    """The unreadable images met in one pass (an evaluation, a prediction), by split: batches are stripped of them
+    as they come (:meth:`readable`), and they are reported together at the end (:meth:`gather`), since a report
+    may stop the run and must happen on every process at once."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[int]] = {}
+
+    def readable(self, split: str, batch: Batch) -> Batch:
+        """``batch`` without its unreadable rows, which are remembered (no device wait when every image was read)."""
+        found = batch.unreadable_indices()
+        if found:
+            self.found.setdefault(split, []).extend(found)
+        return batch.readable_rows()
+
+    def gather(self) -> dict[str, list[int]]:
+        """Every process's finds, by split, sorted; the record starts empty again. A collective: every process
+        calls it."""
+        found: dict[str, set[int]] = {}
+        for part in gather_objects(self.found):
+            for split, indices in part.items():
+                found.setdefault(split, set()).update(indices)
+        self.found = {}
+        return {split: sorted(found[split]) for split in sorted(found)}
 
 
 class SkippedImages:

@@ -47,12 +47,13 @@ import torch
 from jsonargparse import ArgumentError
 
 from uft.atomic_files import write_atomic, write_text
-from uft.cli import cli_main, describe_argument_error, quiet_lightning
+from uft.cli import cli_main, describe_argument_error
 from uft.config_files import expand_includes
 from uft.errors import InputError, one_line_errors
+from uft.evaluation import EVAL_SPLITS
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
 from uft.metrics import METRIC_NAMES
-from uft.module import EVAL_SPLITS
+from uft.quiet import quiet_lightning
 
 ZERO_SHOT, UEO = "zeroshot", "ueo"  # the references of the paired differences, by method config name
 
@@ -68,7 +69,7 @@ class _RunnerQuiet(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_runs():
-    """The runner's console filter, with the CLI's (:func:`~uft.cli.quiet_lightning`: the runner runs the trainers
+    """The runner's console filter, with the CLI's (:func:`~uft.quiet.quiet_lightning`: the runner runs the trainers
     that :func:`~uft.cli.cli_main` returns, after it), for the runner's runs only (not for whoever imported this
     module)."""
     logger, quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero"), _RunnerQuiet()

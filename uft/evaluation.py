@@ -1,0 +1,74 @@
+"""One evaluation pass over the labeled splits: each split's open-set metrics, by dataloader index, with the
+unreadable images left out and the last results kept for pictures."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from uft.data.batch import Batch
+from uft.data.skipped import UnreadableSeen
+from uft.errors import InputError
+from uft.metrics import OpenSetMetrics
+from uft.scores import OODScore, ThresholdRule
+
+EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
+
+
+class SplitEvaluation(nn.Module):
+    """The :class:`~uft.metrics.OpenSetMetrics` of every evaluation split.
+
+    Args:
+        num_known: K, the number of known classes.
+        ood_score: the score that ranks images and drives the unknown decision.
+        unknown_rule: the label-free rule that picks each split's threshold.
+        splits: names of the evaluation dataloaders, in order; default ``["test", "target"]``. :meth:`serve` sets
+            the names a data module declares.
+    """
+
+    def __init__(
+        self, num_known: int, ood_score: OODScore, unknown_rule: ThresholdRule, splits: list[str] | None = None
+    ) -> None:
+        super().__init__()
+        names = dict.fromkeys([*EVAL_SPLITS, *(splits or [])])
+        self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known, ood_score, unknown_rule) for split in names})
+        self.configured = None if splits is None else list(splits)
+        self.names = list(splits or EVAL_SPLITS)  # by dataloader index
+        self.results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
+        self.unreadable = UnreadableSeen()  # unreadable images met in this pass (or a prediction)
+
+    def serve(self, served: list[str]) -> None:
+        """The data's evaluation splits, in dataloader order; configured names, when given, must agree."""
+        served = list(served)
+        if self.configured is not None and served != self.configured:
+            raise InputError(
+                f"the data serves the evaluation splits {served} but model.eval_splits is {self.configured}: leave "
+                "model.eval_splits unset (the data declares its splits)"
+            )
+        self.names = served
+
+    def readable(self, dataloader_idx: int, batch: Batch) -> tuple[str, Batch]:
+        """The split of dataloader ``dataloader_idx`` and its ``batch`` without unreadable images (remembered)."""
+        split = self.names[dataloader_idx]
+        return split, self.unreadable.readable(split, batch)
+
+    def update(self, split: str, scores: Tensor, labels: Tensor) -> None:
+        if not torch.isfinite(scores).all():
+            raise InputError(
+                f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
+                "run's checkpoint?); no metric can be computed from them"
+            )
+        self.metrics[split].update(scores, labels)
+
+    def compute(self, keep: bool = True) -> dict[str, dict[str, Tensor]]:
+        """Every split's metrics (a collective: every process calls it, also for a split it got no batch of), the
+        splits with samples only; the states are reset. ``keep=False`` (a sanity check) computes nothing."""
+        values = {}
+        for split, metric in self.metrics.items():
+            if keep:
+                computed = metric.compute()
+                if computed["samples"]:
+                    values[split] = computed
+                    self.results[split] = metric.last
+            metric.reset()
+        return values
