@@ -94,6 +94,11 @@ class DataRecipe:
         """What ``make`` writes, in a few words (e.g. ``2304 images of 48x48 pixels``)."""
         return "the data set"
 
+    def class_names(self) -> list[str]:
+        """The class names of the data set ``make`` writes (its ``classes.txt``), known without rendering: the data
+        module tells the model its classes before the data is made."""
+        raise NotImplementedError
+
     def ensure(self, root: str | Path | None = None) -> DataLayout:
         """The data set in ``root`` (default: :meth:`default_root`), rendered first when the folder is missing or
         empty. Every process of a distributed launch may call it at once: each renders into a scratch folder of its
