@@ -30,6 +30,7 @@ from uft.callbacks import (
     MetricsJSON,
     PredictionCSV,
     RunCheckpoint,
+    SkippedImagesFile,
 )
 from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.commands import main as data_command
@@ -175,11 +176,11 @@ class UFTCLI(LightningCLI):
         check_strategy(config.get("trainer", {}).get("strategy"))
 
     def before_validate(self) -> None:
-        check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
+        check_evaluation(self.trainer.limit_val_batches, "limit_val_batches")
         self._check_output()
 
     def before_test(self) -> None:
-        check_evaluation(self.datamodule, self.trainer.limit_test_batches, "limit_test_batches")
+        check_evaluation(self.trainer.limit_test_batches, "limit_test_batches")
         self._check_output()
 
     def before_predict(self) -> None:
@@ -288,10 +289,9 @@ def check_strategy(strategy) -> None:
         )
 
 
-def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: str) -> None:
-    """`validate`/`test` that would evaluate nothing stop with the reason instead of exiting 0 without metrics."""
-    if not datamodule.eval_splits:
-        raise InputError("nothing to evaluate: the target data has no labels and there is no data.test_list")
+def check_evaluation(limit: int | float, option: str) -> None:
+    """`validate`/`test` limited to no batch stop with the reason instead of exiting 0 without metrics (data without
+    an evaluation split is refused by the data module's `setup`, where the splits are known)."""
     if limit == 0:
         raise InputError(f"nothing to evaluate: trainer.{option} is 0")
 
@@ -356,6 +356,7 @@ def cli_main(
                 "num_sanity_val_steps": 0,
                 "callbacks": [
                     MetricsJSON(print_table=print_table),
+                    SkippedImagesFile(),
                     EvaluationFigures(),
                     PredictionCSV(),
                     DivergenceWatch(),

@@ -1,12 +1,14 @@
 """Callbacks of the harness, one job each: the run's checkpoint (:mod:`~uft.callbacks.checkpoint`), stopping on
 divergence (:mod:`~uft.callbacks.divergence`) and on a signal (:mod:`~uft.callbacks.stop`), the run summary
-``metrics.json`` (:mod:`~uft.callbacks.summary`), pictures (:mod:`~uft.callbacks.figures`) and ``predictions.csv``
+``metrics.json`` (:mod:`~uft.callbacks.summary`), the list of unreadable images ``skipped_images.txt``
+(:mod:`~uft.callbacks.skipped`), pictures (:mod:`~uft.callbacks.figures`) and ``predictions.csv``
 (:mod:`~uft.callbacks.predictions`)."""
 
 from uft.callbacks.checkpoint import RunCheckpoint
 from uft.callbacks.divergence import DivergenceWatch
 from uft.callbacks.figures import EvaluationFigures
 from uft.callbacks.predictions import PredictionCSV
+from uft.callbacks.skipped import SkippedImagesFile
 from uft.callbacks.stop import GracefulStop
 from uft.callbacks.summary import MetricsJSON, metrics_table
 
@@ -17,5 +19,6 @@ __all__ = [
     "MetricsJSON",
     "PredictionCSV",
     "RunCheckpoint",
+    "SkippedImagesFile",
     "metrics_table",
 ]
