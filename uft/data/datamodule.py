@@ -124,6 +124,8 @@ class TargetDataModule(LightningDataModule):
         super().__init__()
         self.class_names = _class_names(class_names, split, recipe)
         _check_arguments(holdout_fraction, batch_size, eval_batch_size, num_workers, train_list, target_shards)
+        if recipe is not None:  # a mistyped root is refused before the model is built
+            recipe.target_root(root)
         self.split, self.recipe, self.verify_images = split, recipe, verify_images
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed, self.crop_scale = seed, crop_scale
