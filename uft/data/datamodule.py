@@ -84,8 +84,8 @@ class TargetDataModule(LightningDataModule):
             (on several processes, rank 0's).
         crop_scale: scale range of the training RandomResizedCrop.
         recipe: makes the data into ``root`` (default: the recipe's own folder) when it is missing (e.g.
-            ``uft.world.WorldBenchmark``); its class-name file and target and test lists are the defaults of
-            ``class_names``, ``train_list`` and ``test_list``.
+            ``uft.world.WorldBenchmark``), in ``prepare_data``; its class names (known without rendering) and its
+            target and test lists are the defaults of ``class_names``, ``train_list`` and ``test_list``.
         max_skipped: share of a split's images that may be unreadable (skipped with a warning); beyond it the
             run stops.
         verify_images: decode every target and test image when the data is set up (``setup``, before the model's
@@ -204,7 +204,7 @@ class TargetDataModule(LightningDataModule):
             self.recipe.ensure(self._sources["root"])
 
     def setup(self, stage: str | None = None) -> None:
-        if self.preprocess is None and self.trainer is not None:  # set by hand without a trainer (tests, benches)
+        if self.preprocess is None and self.trainer is not None:  # without a trainer it is set by hand (benches)
             self.preprocess = _model_preprocess(self.trainer.lightning_module)
         if self._pool is None:  # read once: a later stage (test after fit) reuses it
             arguments = _recipe_defaults(self._sources, self.recipe)
