@@ -65,6 +65,8 @@ def module(data: dict, workers: int, shards: Path | None) -> TargetDataModule:
         **source,
     )
     dm.preprocess = PREPROCESS
+    dm.prepare_data()
+    dm.setup("fit")
     return dm
 
 
@@ -80,7 +82,7 @@ def loader_rate(dm: TargetDataModule) -> float:
 def read_rate(dm: TargetDataModule, decode: bool) -> float:
     """Images per second of reading every target image (its bytes only, or decoded), in the epoch's training order,
     one process."""
-    images, samples = dm._images["target"], dm.target_samples
+    images, samples = dm.pool.images["target"], dm.target_samples
     read = images.read if decode else getattr(images, "record", lambda path: (images.folder / path).read_bytes())
     order = [i for i, _ in dm.train_dataloader().sampler]
     start = time.perf_counter()

@@ -27,6 +27,7 @@ from uft.callbacks import (
     PredictionCSV,
     QuietSpawnedProcesses,
     RunCheckpoint,
+    SkippedImagesFile,
 )
 from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.commands import main as data_command
@@ -110,18 +111,25 @@ class UFTCLI(LightningCLI):
         check_strategy(config.get("trainer", {}).get("strategy"))
 
     def before_validate(self) -> None:
-        check_evaluation(self.datamodule, self.trainer.limit_val_batches, "limit_val_batches")
-        self._check_output()
+        check_evaluation(self.trainer.limit_val_batches, "limit_val_batches")
+        self._check_input_and_output(evaluate=True)
 
     def before_test(self) -> None:
-        check_evaluation(self.datamodule, self.trainer.limit_test_batches, "limit_test_batches")
-        self._check_output()
+        check_evaluation(self.trainer.limit_test_batches, "limit_test_batches")
+        self._check_input_and_output(evaluate=True)
 
     def before_predict(self) -> None:
-        self._check_output()
+        self._check_input_and_output()
 
-    def _check_output(self) -> None:
-        # Once the input is known good (a run refused for its input writes nothing), before the run writes.
+    def _check_input_and_output(self, evaluate: bool = False) -> None:
+        # The data is read before the run starts (Lightning would read it in `setup`, after its logger has made
+        # the run's folder): a run refused for its input writes nothing. Then, before the run writes, the output.
+        data = self.datamodule
+        if isinstance(data, TargetDataModule):
+            data.prepare_data()  # a recipe's data set, made once (every process of a launch may ask: race-safe)
+            data.read()
+            if evaluate:
+                data.check_evaluable()
         check_output_folder(self.trainer.default_root_dir, "trainer.default_root_dir")
 
     def before_fit(self) -> None:
@@ -129,7 +137,7 @@ class UFTCLI(LightningCLI):
             raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
-        self._check_output()
+        self._check_input_and_output()
         self._take_lock()
         try:
             self._check_resume()
@@ -223,10 +231,9 @@ def check_strategy(strategy) -> None:
         )
 
 
-def check_evaluation(datamodule: TargetDataModule, limit: int | float, option: str) -> None:
-    """`validate`/`test` that would evaluate nothing stop with the reason instead of exiting 0 without metrics."""
-    if not datamodule.eval_splits:
-        raise InputError("nothing to evaluate: the target data has no labels and there is no data.test_list")
+def check_evaluation(limit: int | float, option: str) -> None:
+    """`validate`/`test` limited to no batch stop with the reason instead of exiting 0 without metrics (data without
+    an evaluation split: :meth:`~uft.data.datamodule.TargetDataModule.check_evaluable`)."""
     if limit == 0:
         raise InputError(f"nothing to evaluate: trainer.{option} is 0")
 
@@ -291,6 +298,7 @@ def cli_main(
                 "num_sanity_val_steps": 0,
                 "callbacks": [
                     MetricsJSON(print_table=print_table),
+                    SkippedImagesFile(),
                     EvaluationFigures(),
                     PredictionCSV(),
                     DivergenceWatch(),

@@ -1,5 +1,5 @@
-"""Data the data tests build: the tests' image preprocessing, a datamodule over a generated folder, a tiny tree in a
-benchmark's published layout."""
+"""Data the data tests build: the tests' image preprocessing, a datamodule over a generated folder (set up, as a
+trainer sets it up), a tiny tree in a benchmark's published layout."""
 
 from __future__ import annotations
 
@@ -18,8 +18,17 @@ from ..args import ROOT
 PRE = ImagePreprocess(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
+def set_up_module(*args, stage: str | None = None, **kwargs) -> TargetDataModule:
+    """``TargetDataModule(*args, **kwargs)`` after the data phases a trainer runs before its loaders: ``prepare_data``
+    (a recipe renders) then ``setup(stage)`` (the lists, folders or shards are read)."""
+    dm = TargetDataModule(*args, **kwargs)
+    dm.prepare_data()
+    dm.setup(stage)
+    return dm
+
+
 def make_dm(data: Path, split: ClassSplit, **kwargs) -> TargetDataModule:
-    """A datamodule over ``data`` (list files by default), no worker processes."""
+    """A datamodule over ``data`` (list files by default), no worker processes, set up."""
     layout = DataLayout.of(data)
     args = {
         "root": str(data),
@@ -32,7 +41,7 @@ def make_dm(data: Path, split: ClassSplit, **kwargs) -> TargetDataModule:
         "eval_batch_size": 5,
     }
     args.update(kwargs)
-    return TargetDataModule(**args)
+    return set_up_module(**args)
 
 
 def fake_tree(root: Path, dataset: str, per_class: int = 1, skip_domain: str | None = None) -> Path:

@@ -14,7 +14,6 @@ import pytest
 
 from uft.data.check import BENCHMARKS, check
 from uft.data.check import main as check_command
-from uft.data.datamodule import TargetDataModule
 from uft.data.lists import read_list_file
 from uft.data.splits import ClassSplit
 from uft.errors import InputError
@@ -22,7 +21,7 @@ from uft.errors import InputError
 from ..args import ROOT
 from ..helpers import one_line
 from ..processes import limit_file_size
-from .builders import fake_tree
+from .builders import fake_tree, set_up_module
 
 CLI = [sys.executable, "-c", "import sys; from uft.cli import main; sys.argv[0] = 'uft'; main()"]
 
@@ -39,7 +38,7 @@ def test_check_writes_lists_the_data_module_loads_with_the_right_labels(tmp_path
     image_dir = root / domain / benchmark.inner if benchmark.inner else root / domain
     samples = read_list_file(listing, image_dir, len(names))
     assert all(names[s.label] == Path(s.path).parts[0] for s in samples)  # the label is the class folder's id
-    module = TargetDataModule(
+    module = set_up_module(
         root=str(root),
         domain=f"{domain}/{benchmark.inner}" if benchmark.inner else domain,
         class_names=str(ROOT / "data" / dataset / "classes.txt"),

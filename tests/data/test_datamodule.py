@@ -3,18 +3,22 @@ its loaders."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 import torch
 
 from uft.data import lists
 from uft.data.batch import Batch
+from uft.data.contract import TargetData
 from uft.data.datamodule import TargetDataModule
 from uft.data.lists import Sample, read_list_file
 from uft.data.splits import ClassSplit
-from uft.data.synthetic import SHAPES
+from uft.data.synthetic import SHAPES, GeneratedShapes
 from uft.errors import InputError
 
-from .builders import make_dm
+from .builders import make_dm, set_up_module
 
 
 def labels_of(samples: list[Sample]) -> set[int]:
@@ -130,10 +134,46 @@ def test_paper_protocol_tests_on_the_whole_domain(shapes_dir):
         split=ClassSplit(5, "0-6", "0-7"),
         train_list=str(shapes_dir / "target.txt"),
     )
-    paper = TargetDataModule(**common, protocol="paper")
+    paper = set_up_module(**common, protocol="paper")
     everything = read_list_file(shapes_dir / "target.txt", shapes_dir, 8)
     assert paper.test_samples == everything and len(everything) == 48
     assert paper.target_samples == [s for s in everything if s.label <= 6]
-    holdout = TargetDataModule(**common, protocol="holdout")
+    holdout = set_up_module(**common, protocol="holdout")
     assert not set(holdout.test_samples) & set(holdout.target_samples)
     assert 0 < len(holdout.test_samples) < 48
+
+
+def test_the_constructor_reads_nothing_prepare_data_renders_and_setup_reads(tmp_path):
+    """Lightning's phases: constructed with a recipe, nothing is rendered yet and the known class names are already
+    there (the CLI gives them to the model); `prepare_data` renders, `setup` reads the lists."""
+    root = tmp_path / "shapes"
+    dm = TargetDataModule(
+        root=str(root),
+        split=ClassSplit(5, "0-6", "0-7"),
+        recipe=GeneratedShapes(size=16, target_per_class=3),
+        batch_size=8,
+    )
+    assert not root.exists()
+    assert dm.known_class_names == list(SHAPES[:5])
+    assert not isinstance(dm, TargetData)  # the samples are not read yet: no property raises but AttributeError
+    with pytest.raises(AttributeError, match="setup"):
+        len(dm.target_samples)
+    with contextlib.redirect_stderr(io.StringIO()):  # the recipe says where it renders
+        dm.prepare_data()
+    assert (root / "target.txt").is_file()
+    dm.setup("fit")
+    assert isinstance(dm, TargetData)
+    assert len(dm.target_samples) == 7 * 3 and len(dm.test_samples) == 8 * 12 and dm.image_dir == root
+    pool = dm.pool
+    dm.setup("test")
+    assert dm.pool is pool  # read once
+
+
+def test_a_data_module_without_labels_or_test_list_refuses_to_evaluate_at_setup(shapes):
+    paths = [line.rsplit(" ", 1)[0] for line in (shapes / "target.txt").read_text().splitlines()]
+    (shapes / "unlabeled.txt").write_text("\n".join(paths) + "\n")
+    dm = make_dm(shapes, ClassSplit(5), train_list=str(shapes / "unlabeled.txt"), test_list=None, stage="fit")
+    assert dm.eval_splits == []
+    for stage in ("validate", "test"):
+        with pytest.raises(InputError, match="nothing to evaluate: the target data has no labels"):
+            dm.setup(stage)

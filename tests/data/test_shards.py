@@ -38,7 +38,7 @@ from ..args import ROOT, ddp_args, demo_args
 from ..helpers import one_line
 from ..processes import checkpoint_step, interrupt, limit_file_size, run_env, uft
 from ..tolerances import PARAM_ATOL
-from .builders import PRE
+from .builders import PRE, set_up_module
 
 CHUNK_BYTES = 3000  # the shapes' 48 target images (about 250 bytes each) make 4 shards
 SPLIT = ClassSplit(5, "0-6", "0-7")
@@ -127,8 +127,8 @@ def test_an_image_folder_tree_shards_in_the_order_the_data_module_scans_it(tmp_p
     data = make_shapes(tmp_path / "tree", {"target": 2}, size=16, seed=3)
     out = tmp_path / "tree-shards"
     shard_command([str(data / "images"), str(out), f"--class-names={data / 'classes.txt'}"])
-    from_files = TargetDataModule(str(data / "images"), str(data / "classes.txt"), ClassSplit(5, "", ""))
-    from_shards = TargetDataModule(None, str(data / "classes.txt"), ClassSplit(5, "", ""), target_shards=str(out))
+    from_files = set_up_module(str(data / "images"), str(data / "classes.txt"), ClassSplit(5, "", ""))
+    from_shards = set_up_module(None, str(data / "classes.txt"), ClassSplit(5, "", ""), target_shards=str(out))
     assert from_shards.target_samples == from_files.target_samples
     assert len(from_files.target_samples) + len(from_files.test_samples) == 16
     assert from_shards.test_samples == from_files.test_samples  # held out alike, read from the shards
@@ -141,9 +141,9 @@ def modules(shapes: Path, shards: Path, **kwargs) -> tuple[TargetDataModule, Tar
     """The same data module over the shapes' files and over their shards (no image root: nothing but the shards
     is read, unless ``test_list`` names files)."""
     common = dict(class_names=str(shapes / "classes.txt"), split=SPLIT, num_workers=0, batch_size=8, **kwargs)
-    files = TargetDataModule(str(shapes), train_list=str(shapes / "target.txt"), **common)
+    files = set_up_module(str(shapes), train_list=str(shapes / "target.txt"), **common)
     root = str(shapes) if "test_list" in kwargs else None
-    streamed = TargetDataModule(root, target_shards=str(shards), **common)
+    streamed = set_up_module(root, target_shards=str(shards), **common)
     for dm in (files, streamed):
         dm.preprocess, dm.seed = PRE, 0
     return files, streamed
@@ -170,12 +170,12 @@ def test_shards_with_a_test_list_of_files(shapes, shards):
     files, streamed = modules(shapes, shards, test_list=str(shapes / "test.txt"))
     assert streamed.test_samples == files.test_samples and len(files.test_samples) == 32
     with pytest.raises(InputError, match="data.test_list names image files, which need data.root"):
-        TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, test_list="test.txt", target_shards=str(shards))
+        set_up_module(None, str(shapes / "classes.txt"), SPLIT, test_list="test.txt", target_shards=str(shards))
 
 
 def test_a_root_that_is_not_there_is_not_read_beside_shards(shapes, shards, tmp_path):
     """A config's data.root (a cluster path, say) does not matter while nothing names files."""
-    dm = TargetDataModule(
+    dm = set_up_module(
         str(tmp_path / "elsewhere"), str(shapes / "classes.txt"), SPLIT, domain="Art", target_shards=str(shards)
     )
     assert len(dm.target_samples) > 20 and dm.image_dir is None
@@ -189,7 +189,7 @@ def test_an_unreadable_image_in_shards_is_skipped_like_a_file(shapes, tmp_path):
     broken.write_bytes(broken.read_bytes()[:40])  # truncated
     write_shards(samples, copy, tmp_path / "shards", chunk_bytes=CHUNK_BYTES)
     with pytest.warns(UserWarning, match=f"skipping unreadable image {samples[3].path} in the shards at"):
-        dm = TargetDataModule(
+        dm = set_up_module(
             None,
             str(copy / "classes.txt"),
             SPLIT,
@@ -252,7 +252,7 @@ def test_bad_shards_are_one_clear_error(shapes, shards, tmp_path):
     names = str(shapes / "classes.txt")
 
     def load(location: Path, root: str | None = None, **kwargs):
-        return TargetDataModule(root, names, SPLIT, target_shards=str(location), **kwargs)
+        return set_up_module(root, names, SPLIT, target_shards=str(location), **kwargs)
 
     with pytest.raises(InputError, match="no shard folder at"):
         load(tmp_path / "missing")
@@ -270,7 +270,7 @@ def test_bad_shards_are_one_clear_error(shapes, shards, tmp_path):
         with pytest.raises(InputError, match=f"{SAMPLES_FILE}:6: cannot parse"):
             load(cut)
     with pytest.raises(InputError, match=f"{SAMPLES_FILE}:32: label 5 is outside the 5 class names"):
-        TargetDataModule(None, ["a", "b", "c", "d", "e"], ClassSplit(5, "", ""), target_shards=str(shards))
+        set_up_module(None, ["a", "b", "c", "d", "e"], ClassSplit(5, "", ""), target_shards=str(shards))
     with pytest.raises(InputError, match="data.train_list and data.target_shards both name the target images"):
         load(shards, root=str(shapes), train_list=str(shapes / "target.txt"))
 
@@ -394,7 +394,7 @@ def test_shards_store_their_class_names_and_the_digest_of_their_sample_list(shap
     assert named.digest == unnamed.digest == json.loads((shards / META_FILE).read_text())["samples_sha256"]
     files, with_names = tree_digest(shards), tree_digest(named_shards)
     assert files.pop(META_FILE) != with_names.pop(META_FILE) and files == with_names  # the same chunks and list
-    dm = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(named_shards))  # same names
+    dm = set_up_module(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(named_shards))  # same names
     assert len(dm.target_samples) > 20
 
 
@@ -408,7 +408,7 @@ def test_shards_are_refused_under_other_class_names(shapes, named_shards, tmp_pa
     }
     for configured, message in cases.values():
         with pytest.raises(InputError, match=re.escape(message)):
-            TargetDataModule(None, configured, ClassSplit(5, "", ""), target_shards=str(named_shards))
+            set_up_module(None, configured, ClassSplit(5, "", ""), target_shards=str(named_shards))
     # The run a user starts: one line, before any training.
     (tmp_path / "swapped.txt").write_text("\n".join(swapped) + "\n")
     extra = [
@@ -441,16 +441,16 @@ def test_a_sample_list_edited_after_the_shards_were_written_is_refused(shapes, s
     names = str(shapes / "classes.txt")
     path, old, new = edit_label(shards, tmp_path / "edited", 5)
     with pytest.raises(InputError, match="uft_samples.tsv was edited after the shards were written"):
-        TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"))
+        set_up_module(None, names, SPLIT, target_shards=str(tmp_path / "edited"))
     # Without uft_shards.json (shards of an older uft) the edit is found where the record is read.
     (tmp_path / "edited" / META_FILE).unlink()
     stored_label = rf"sample 5 \({path}\) is stored with label {old}, {SAMPLES_FILE} gives label {new}"
     with pytest.raises(InputError, match=stored_label):
         ImageShards(str(tmp_path / "edited")).record(path)
     with pytest.raises(InputError, match=stored_label):  # verification reads every record
-        TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"), verify_images=True)
+        set_up_module(None, names, SPLIT, target_shards=str(tmp_path / "edited"), verify_images=True)
     # Read by a loader worker, the sample comes back marked unreadable; reporting it names the edit.
-    dm = TargetDataModule(None, names, SPLIT, target_shards=str(tmp_path / "edited"), protocol="paper", num_workers=1)
+    dm = set_up_module(None, names, SPLIT, target_shards=str(tmp_path / "edited"), protocol="paper", num_workers=1)
     dm.preprocess, dm.seed = PRE, 0
     unreadable = [i for batch in dm.confidence_dataloader() for i in batch.unreadable_indices()]
     assert unreadable == [5]
@@ -466,9 +466,9 @@ def test_shards_written_before_the_metadata_file_still_load(shapes, shards, tmp_
     assert (images.class_names, images.has_metadata) == (None, False)
     assert images.digest == ImageShards(str(shards)).digest
     with pytest.warns(UserWarning, match="hold no uft_shards.json .*: their class names and sample list cannot be"):
-        from_old = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(old))
+        from_old = set_up_module(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(old))
     with pytest.warns(UserWarning, match="were written without --class-names: their labels are taken to follow"):
-        current = TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(shards))
+        current = set_up_module(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(shards))
     assert from_old.target_samples == current.target_samples
     assert images.unreadable(s.path for s in images.samples) == {}  # every record reads, labels agree
 
@@ -504,7 +504,7 @@ def test_a_damaged_chunk_is_one_error_naming_it(shapes, shards, tmp_path, damage
     assert time.monotonic() - start < 1.5  # no waiting for a download (litdata's wait for a local chunk is 2 s)
     assert "\n" not in str(refused.value)
     with pytest.raises(InputError, match=message):
-        TargetDataModule(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(copy), verify_images=True)
+        set_up_module(None, str(shapes / "classes.txt"), SPLIT, target_shards=str(copy), verify_images=True)
 
 
 REMOTE = """

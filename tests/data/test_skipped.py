@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from uft.callbacks import SkippedImagesFile
 from uft.cli import cli_main
 from uft.data.datasets import PLACEHOLDER_SIZE, ImageListDataset
 from uft.data.lists import Sample
@@ -134,15 +135,38 @@ def test_a_bad_test_image_is_skipped_in_evaluation(many_shapes, tmp_path):
         cli_main(["validate", *args, "--data.max_skipped=0.01"])
 
 
-def test_verify_images_reports_before_the_model_is_loaded(many_shapes, tmp_path, monkeypatch):
+def test_verify_images_reports_before_the_model_is_set_up(many_shapes, tmp_path, monkeypatch):
+    """The data's setup decodes every image; Lightning runs it before the model's setup and the first batch (the
+    model itself, CLIP loaded, is built before: the CLI gives it the data's class names)."""
     data, bad = _copy_with_bad(many_shapes, tmp_path / "data", "target", ["empty", "text", "truncated"])
 
     def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the images were checked")
+        raise AssertionError("the model was set up before the images were checked")
 
-    monkeypatch.setattr("uft.module.load_clip", no_model)
+    monkeypatch.setattr("uft.module.UFTModule.setup", no_model)
     args = demo_args(data, tmp_path / "runs", "--data.verify_images=true")
     with pytest.raises(InputError, match=r"3 of the 203 target images cannot be read"):
         cli_main(["fit", *args])
-    with pytest.warns(UserWarning, match=rf"{bad[0]}"), pytest.raises(AssertionError, match="model was loaded"):
+    with pytest.warns(UserWarning, match=rf"{bad[0]}"), pytest.raises(AssertionError, match="model was set up"):
         cli_main(["fit", *args, "--data.max_skipped=0.02"])  # under the share: warned, then the run goes on
+
+
+def test_the_skipped_file_is_written_by_its_callback_when_too_many_stop_the_run(many_shapes, tmp_path, monkeypatch):
+    """Too many unreadable images met by the pass over the target set stop the run; the callback has listed them
+    on the way (the data module writes no file). Found by verify_images, they stop the run before it writes
+    anything."""
+    data, bad = _copy_with_bad(many_shapes, tmp_path / "data", "target", ["empty", "text", "truncated"])
+    too_many = r"3 of the 203 target images cannot be read"
+    for hook in ("setup", "on_exception"):
+        monkeypatch.setattr(SkippedImagesFile, hook, lambda *_, **__: None)
+    with pytest.raises(InputError, match=too_many):
+        cli_main(["fit", *demo_args(data, tmp_path / "without")])
+    assert not list((tmp_path / "without").rglob("skipped_images.txt"))  # the data module writes no file
+    monkeypatch.undo()
+    with pytest.raises(InputError, match=too_many):
+        cli_main(["fit", *demo_args(data, tmp_path / "verified", "--data.verify_images=true")])
+    assert not (tmp_path / "verified").exists()  # refused before the run: no run folder
+    with pytest.raises(InputError, match=too_many):
+        cli_main(["fit", *demo_args(data, tmp_path / "runs")])
+    (listed,) = (tmp_path / "runs").rglob("skipped_images.txt")
+    assert sorted(line.split("\t")[1] for line in listed.read_text().splitlines()) == sorted(bad)

@@ -107,12 +107,16 @@ def test_datamodule_makes_the_benchmark_through_its_recipe_and_reads_its_layout(
     split = ClassSplit(12, "0-7,12-17", "0-23")
     recipe = WorldBenchmark(seed=0, target_per_class=2, test_per_class=1)
     dm = TargetDataModule(root=str(tmp_path / "world"), split=split, recipe=recipe)
+    dm.prepare_data()
+    dm.setup("validate")
     assert len(dm.target_samples) == 2 * 14 and len(dm.test_samples) == 24
     assert dm.known_class_names == list(CATEGORIES[:12])
     assert dm.image_dir == tmp_path / "world"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "world").mkdir(parents=True)
     seeded = TargetDataModule(split=split, recipe=WorldBenchmark(seed=3, target_per_class=2, test_per_class=1))
+    seeded.prepare_data()
+    seeded.setup("validate")
     assert seeded.image_dir == Path("data/world/photo-fog-seed3-target_per_class2-test_per_class1")
     assert json.loads((seeded.image_dir / "recipe.json").read_text())["seed"] == 3
     assert WorldBenchmark().default_root() == Path("data/world/photo-fog")  # the demo's

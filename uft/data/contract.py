@@ -1,4 +1,6 @@
-"""What the LightningModule needs from the data beyond batches, declared once."""
+"""What crosses the boundary between the model and the data beyond batches, declared once: what the LightningModule
+reads from the data (:class:`TargetData`), what the data reads from the LightningModule (:class:`ImagePreprocessing`)
+and what a callback reads from the data (:class:`SkippedImagesRecord`)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,9 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
+
+from uft.clip import ImagePreprocess
+from uft.data.skipped import SkippedImages
 
 
 @runtime_checkable
@@ -54,3 +59,18 @@ class TargetData(Protocol):
     def skipped_indices(self, split: str) -> list[int]:
         """Samples of ``split`` found unreadable so far, also before a resume: they never train."""
         ...
+
+
+@runtime_checkable
+class ImagePreprocessing(Protocol):
+    """What the data module reads from the LightningModule at ``setup``: the image preprocessing its model expects,
+    which the transforms follow."""
+
+    preprocess: ImagePreprocess
+
+
+@runtime_checkable
+class SkippedImagesRecord(Protocol):
+    """What the ``skipped_images.txt`` callback reads from the data module: the run's record of unreadable images."""
+
+    skipped_images: SkippedImages

@@ -3,39 +3,31 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from uft.atomic_files import write_text
 from uft.clip import ImagePreprocess
 from uft.data.batch import collate
-from uft.data.datasets import ImageFiles, ImageListDataset, ImageSource
-from uft.data.lists import (
-    IMAGE_SUFFIXES,
-    UNLABELED,
-    Sample,
-    holdout_mask,
-    read_class_names,
-    read_list_file,
-    resolve_domain,
-    sample_keys,
-    scan_image_folder,
-)
-from uft.data.recipes import DataRecipe
+from uft.data.contract import ImagePreprocessing
+from uft.data.datasets import ImageListDataset
+from uft.data.lists import UNLABELED, Sample, read_class_names, sample_keys
+from uft.data.recipes import DataLayout, DataRecipe
 from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
-from uft.data.shards import SAMPLES_FILE, ImageShards
 from uft.data.skipped import SkippedImages
 from uft.data.splits import ClassSplit
+from uft.data.target_pool import TargetPool, resolve_target_pool
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
 
-SKIPPED_FILE = "skipped_images.txt"
+
+def _pool_field(name: str, doc: str) -> property:
+    """A read-only attribute of the data module that is the resolved pool's ``name`` (after ``setup``)."""
+    return property(lambda self: getattr(self.pool, name), doc=f"{doc} Read by ``setup``.")
 
 
 class TargetDataModule(LightningDataModule):
@@ -48,19 +40,25 @@ class TargetDataModule(LightningDataModule):
     ``test`` split follows ``protocol``: ``holdout`` holds out a deterministic ``holdout_fraction`` of the images
     (the rest, restricted to ``split.target_classes``, is the unlabeled ``target`` set); ``paper`` (the UEO
     reference's) tests on the domain's whole image list, every class, and trains on its images of the target
-    classes. Loaders:
+    classes. Every loader yields :class:`~uft.data.batch.Batch` es (images, sample index, readable column):
 
-    - ``train``: ``(image, index)`` over the target set with the training transform;
-    - ``val``/``test``: the evaluation splits ``test`` and ``target`` as ``(image, label, index)``; ``target`` labels
-      are read by evaluation only, and the split is absent when the target list has no labels;
-    - ``predict``: ``(image, index)`` over ``predict_list`` (default: the target set), evaluation transform;
-    - the confidence pass: ``(image, index)`` over the target set with the evaluation transform.
+    - ``train``: over the target set with the training transform, without labels;
+    - ``val``/``test``: the evaluation splits ``test`` and ``target``, with labels; ``target`` labels are read by
+      evaluation only, and the split is absent when the target list has no labels;
+    - ``predict``: over ``predict_list`` (default: the target set), evaluation transform, without labels;
+    - the confidence pass: over the target set with the evaluation transform, without labels.
 
     Transforms follow the model's preprocessing config, read from the LightningModule at ``setup``.
 
+    Phases (Lightning's): the constructor stores the arguments, checks what needs no file and reads the class names
+    (the CLI gives the known ones to the model); ``prepare_data`` makes a recipe's data set; ``setup`` reads the
+    lists, folders or shards (:func:`~uft.data.target_pool.resolve_target_pool`, once) and the samples are known.
+
     An image that cannot be read during the run (missing, zero-byte, truncated, corrupt) is skipped: named in a
-    warning once, never trained on nor evaluated, listed in ``skipped_images.txt`` in the run's log folder and
-    counted in the final summary. More than ``max_skipped`` of a split stops the run with one error.
+    warning once, never trained on nor evaluated, kept in the record ``skipped_images``
+    (:class:`~uft.data.skipped.SkippedImages`; :class:`~uft.callbacks.SkippedImagesFile` lists it in
+    ``skipped_images.txt`` in the run's log folder and counts it in the final summary). More than ``max_skipped`` of
+    a split stops the run with one error.
 
     On several processes every loader is one process's share of a single-process order
     (:mod:`uft.data.samplers`): ``batch_size`` is the global batch, split evenly over the processes, and each
@@ -88,12 +86,12 @@ class TargetDataModule(LightningDataModule):
             (on several processes, rank 0's).
         crop_scale: scale range of the training RandomResizedCrop.
         recipe: makes the data into ``root`` (default: the recipe's own folder) when it is missing (e.g.
-            ``uft.world.WorldBenchmark``); its class-name file and target and test lists are the defaults of
-            ``class_names``, ``train_list`` and ``test_list``.
+            ``uft.world.WorldBenchmark``), in ``prepare_data``; its class names (known without rendering) and its
+            target and test lists are the defaults of ``class_names``, ``train_list`` and ``test_list``.
         max_skipped: share of a split's images that may be unreadable (skipped with a warning); beyond it the
             run stops.
-        verify_images: decode every target and test image when the data is set up, before the model is loaded,
-            and report the unreadable ones then (same rule as ``max_skipped``).
+        verify_images: decode every target and test image when the data is set up (``setup``, before the model's
+            setup and the first batch), and report the unreadable ones then (same rule as ``max_skipped``).
         predict_list: images for ``uft predict``: a list file (paths relative to the image directory, labels
             ignored) or a folder (every image under it); default: the target set.
         target_shards: shards of the target images (``uft data shard``), instead of ``train_list`` or the
@@ -126,73 +124,39 @@ class TargetDataModule(LightningDataModule):
         shard_cache: str | None = None,
     ) -> None:
         super().__init__()
-        if recipe is not None:  # its data set, made if missing; its files are the defaults of the paths below
-            layout = recipe.ensure(root)
-            root = str(layout.root)
-            class_names = str(layout.class_names) if class_names is None else class_names
-            if train_list is None and not target_shards:
-                train_list = str(layout.target_list)
-            if test_list is None and layout.test_list is not None:
-                test_list = str(layout.test_list)
-        if class_names is None:
-            raise InputError("data.class_names is not set: give the class names (a list, or a file with one per line)")
-        if split is None:
-            raise InputError(
-                "data.split is not set: add a setting, e.g. -c configs/setting/officehome/open_partial.yaml, or give "
-                "--data.split.num_known"
-            )
-        self.class_names, names_source = read_class_names(class_names)
-        self.split = split
-        target_ids, test_ids = split.resolve(len(self.class_names), names_source)
-        self._root, self._domain = root, domain
-        self.image_dir = None  # root/domain; with shards resolved only when files are named
-        if not target_shards:
-            self._files_dir("the target set (data.train_list or an image folder)")
-        num_classes = len(self.class_names)
-        pool_images, pool = self._target_source(train_list, target_shards, shard_cache, num_classes)
-        if not 0.0 <= holdout_fraction < 1.0:
-            raise InputError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-        test_images = pool_images
-        if test_list:
-            test_images = ImageFiles(self._files_dir("data.test_list"))
-            test = read_list_file(test_list, test_images.folder, num_classes)
-            if any(s.label == UNLABELED for s in test):
-                raise InputError(f"test list {test_list} must give a label on every line")
-        elif protocol == "paper" and all(s.label != UNLABELED for s in pool):
-            test = list(pool)  # the whole domain, every class; the target set is its images of the target classes
-        elif all(s.label != UNLABELED for s in pool):
-            held = holdout_mask(pool, holdout_fraction, holdout_seed)
-            test = [s for s, h in zip(pool, held) if h]
-            pool = [s for s, h in zip(pool, held) if not h]
-        else:
-            test = []
-        self.target_labeled = all(s.label != UNLABELED for s in pool)
-        self.target_samples = _restrict(pool, target_ids) if self.target_labeled else pool
-        self.test_samples = _restrict(test, test_ids)
-        if not self.target_samples:
-            where = train_list or target_shards or self.image_dir
-            raise InputError(f"empty target set: no image of target classes {split.target_classes!r} in {where}")
-        if test_list and not self.test_samples:
-            raise InputError(f"empty test set: no image of test classes {split.test_classes!r} in {test_list}")
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise InputError(f"data.{name} must be a positive number of images, got {value}")
-        if num_workers < 0:
-            raise InputError(f"data.num_workers must be 0 or more, got {num_workers}")
+        self.class_names = _class_names(class_names, split, recipe)
+        _check_arguments(holdout_fraction, batch_size, eval_batch_size, num_workers, train_list, target_shards)
+        if recipe is not None:  # a mistyped root is refused before the model is built
+            recipe.target_root(root)
+        self.split, self.recipe, self.verify_images = split, recipe, verify_images
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.seed = seed
-        self.crop_scale = crop_scale
-        self.preprocess: ImagePreprocess | None = None
-        self.skipped = SkippedImages(max_skipped)
-        predict_images, self.predict_samples = self._predict_source(predict_list, pool_images, num_classes)
-        self._images: dict[str, ImageSource] = {"target": pool_images, "test": test_images, "predict": predict_images}
-        if verify_images:
-            self._verify_images()
+        self.seed, self.crop_scale = seed, crop_scale
+        self.preprocess: ImagePreprocess | None = None  # the model's, read at setup
+        self.skipped_images = SkippedImages(max_skipped)  # the run's unreadable images
+        self.skipped_images.warn = rank_zero_warn
+        self._sources = dict(root=root, domain=domain, train_list=train_list, test_list=test_list)
+        self._sources.update(protocol=protocol, holdout_fraction=holdout_fraction, holdout_seed=holdout_seed)
+        self._sources.update(predict_list=predict_list, target_shards=target_shards, shard_cache=shard_cache)
+        self._pool: TargetPool | None = None
 
     @property
     def known_class_names(self) -> list[str]:
         """Names of the K known classes: what the model is told."""
         return self.class_names[: self.split.num_known]
+
+    @property
+    def pool(self) -> TargetPool:
+        """The samples of every split and where their images are, resolved by ``setup``."""
+        if self._pool is None:
+            # An AttributeError: a Protocol isinstance check (hasattr) before setup answers "no" instead of raising.
+            raise AttributeError("the data is read by setup(stage): call prepare_data() and setup() first")
+        return self._pool
+
+    target_samples = _pool_field("target_samples", "The target set; sample indices are positions in it.")
+    test_samples = _pool_field("test_samples", "The labeled test split.")
+    predict_samples = _pool_field("predict_samples", "What ``uft predict`` reads.")
+    target_labeled = _pool_field("target_labeled", "Whether every target image has a label.")
+    image_dir = _pool_field("image_dir", "``root/domain``; ``None`` when only shards were read.")
 
     @property
     def eval_splits(self) -> list[str]:
@@ -217,143 +181,60 @@ class TargetDataModule(LightningDataModule):
     def _eval_samples(self) -> dict[str, list[Sample]]:
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}
 
-    def _split_samples(self) -> dict[str, list[Sample]]:
-        """Every split's samples by name; sample indices are positions in these lists."""
-        return {"target": self.target_samples, "test": self.test_samples, "predict": self.predict_samples}
-
-    def _files_dir(self, option: str) -> Path:
-        """The image directory ``root/domain``, which ``option`` needs (its paths are relative to it)."""
-        if self.image_dir is None:
-            if self._root is None:
-                raise InputError(f"{option} names image files, which need data.root (the folder they are relative to)")
-            self.image_dir = resolve_domain(self._root, self._domain)
-        return self.image_dir
-
-    def _target_source(
-        self, train_list: str | None, target_shards: str | None, shard_cache: str | None, num_classes: int
-    ) -> tuple[ImageSource, list[Sample]]:
-        """Where the target pool's images are read from, and the pool (every image, in sample-index order)."""
-        if target_shards:
-            if train_list:
-                raise InputError("data.train_list and data.target_shards both name the target images: set one")
-            shards = ImageShards(target_shards, shard_cache)
-            labeled = any(s.label != UNLABELED for s in shards.samples)
-            stored = shards.class_names
-            if stored is not None and stored != self.class_names:
-                # Labels are class ids: under other names (or another order) every label would silently mean
-                # another class.
-                i = next(i for i, (a, b) in enumerate(zip([*stored, None], [*self.class_names, None])) if a != b)
-                shard_name, configured = (repr(n[i]) if i < len(n) else "none" for n in (stored, self.class_names))
-                raise InputError(
-                    f"data.target_shards: the shards at {target_shards} were written for other class names than "
-                    f"data.class_names: class {i}: shards {shard_name}, configured {configured} ({len(stored)} and "
-                    f"{len(self.class_names)} names); configure the shards' class names, or write the shards again "
-                    "with `uft data shard --class-names`"
-                )
-            if not shards.has_metadata:
-                rank_zero_warn(
-                    f"uft: the shards at {target_shards} hold no uft_shards.json (written by an older `uft data "
-                    "shard`): their class names and sample list cannot be checked"
-                    + ("; their labels are taken to follow data.class_names" if labeled else "")
-                )
-            elif stored is None and labeled:
-                rank_zero_warn(
-                    f"uft: the shards at {target_shards} were written without --class-names: their labels are taken "
-                    "to follow data.class_names, unchecked"
-                )
-            for lineno, sample in enumerate(shards.samples, start=2):
-                if sample.label >= num_classes:
-                    raise InputError(
-                        f"{target_shards}/{SAMPLES_FILE}:{lineno}: label {sample.label} is outside the "
-                        f"{num_classes} class names"
-                    )
-            return shards, shards.samples
-        images = ImageFiles(self._files_dir("the target set"))
-        if train_list:
-            return images, read_list_file(train_list, images.folder, num_classes)
-        return images, scan_image_folder(images.folder, self.class_names)
-
-    def _predict_source(
-        self, predict_list: str | None, target_images: ImageSource, num_classes: int
-    ) -> tuple[ImageSource, list[Sample]]:
-        if predict_list is None:
-            return target_images, self.target_samples
-        folder = Path(predict_list)
-        if folder.is_dir():
-            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not files:
-                raise InputError(f"data.predict_list: no images under {folder}")
-            return ImageFiles(folder), [Sample(str(p.relative_to(folder))) for p in files]
-        images = ImageFiles(self._files_dir("data.predict_list"))
-        listed = read_list_file(predict_list, images.folder, num_classes)
-        return images, [Sample(s.path) for s in listed]  # labels are not read
-
     def predict_paths(self) -> list[str]:
         """Paths of the images ``uft predict`` reads, by sample index, as the user gave them (relative to the
         image directory or to the predict folder)."""
         return [s.path for s in self.predict_samples]
 
-    def _verify_images(self) -> None:
-        for split, samples in self._split_samples().items():
-            if split == "predict":
-                continue
-            self._record_skipped(split, self._images[split].unreadable(s.path for s in samples))
-
     def report_skipped(self, split: str, indices: list[int]) -> None:
         """Samples of ``split`` that could not be read (the same call on every process): each is named once,
         listed in ``skipped_images.txt``; more than ``max_skipped`` of the split stops the run."""
-        samples, images = self._split_samples()[split], self._images[split]
-        bad = {}
-        for i in indices:
-            path = samples[i].path
-            bad[i] = (path, images.reason(path) or "could not be read at the time")
-        self._record_skipped(split, bad)
-
-    def _record_skipped(self, split: str, bad: dict[int, tuple[str, str]]) -> None:
-        try:
-            new = self.skipped.add(split, bad, len(self._split_samples()[split]))
-        finally:
-            if self.trainer is not None:
-                self._write_skipped()
-        for path, reason in new:
-            where = self._images[split].describe(path)
-            rank_zero_warn(f"uft: skipping unreadable image {where} ({split} split): {reason}")
+        self.skipped_images.report(split, indices)
 
     def skipped_indices(self, split: str) -> list[int]:
         """Indices of the samples of ``split`` found unreadable so far (also by an earlier part of the run)."""
-        return self.skipped.indices(split)
-
-    def _skipped_file(self) -> Path:
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) / SKIPPED_FILE  # log_dir: a broadcast
-
-    def _write_skipped(self) -> None:
-        if len(self.skipped):
-            _write_lines(self._skipped_file(), self.skipped.lines())
-
-    def teardown(self, stage: str) -> None:
-        if len(self.skipped) and self.trainer is not None:
-            totals = {split: len(samples) for split, samples in self._split_samples().items()}
-            rank_zero_info(f"uft: {self.skipped.summary(totals)}; listed in {self._skipped_file()}")
+        return self.skipped_images.indices(split)
 
     def state_dict(self) -> dict:
-        return {"skipped": self.skipped.state_dict()}
+        return {"skipped": self.skipped_images.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        paths = {split: [s.path for s in samples] for split, samples in self._split_samples().items()}
-        self.skipped.load_state_dict(state.get("skipped", {}), paths)
+        self.skipped_images.load_state_dict(state.get("skipped", {}), self.skipped_images.paths)
+
+    def prepare_data(self) -> None:
+        # Writes only (once per node): a recipe's data set. `ensure` is safe when several nodes share the folder.
+        if self.recipe is not None:
+            self.recipe.ensure(self._sources["root"])
+
+    def read(self) -> TargetPool:
+        """Read the lists, folders or shards (after ``prepare_data``), once: ``setup`` calls it, and so does the CLI
+        before a run writes anything, so that a bad list is one line and leaves no run folder behind."""
+        if self._pool is None:  # a later stage (test after fit) reuses it
+            arguments = _recipe_defaults(self._sources, self.recipe)
+            self._pool = resolve_target_pool(self.class_names, self.split, **arguments)
+            paths = {split: [s.path for s in samples] for split, samples in self._pool.splits().items()}
+            self.skipped_images.attach(paths, self._pool.images)
+            if self.verify_images:
+                self.skipped_images.verify(["target", "test"])
+        return self._pool
+
+    def check_evaluable(self) -> None:
+        """``validate``/``test`` need an evaluation split: without one they would end without metrics."""
+        if not self.eval_splits:
+            raise InputError("nothing to evaluate: the target data has no labels and there is no data.test_list")
 
     def setup(self, stage: str | None = None) -> None:
-        if self.preprocess is None:
-            self.preprocess = self.trainer.lightning_module.preprocess
+        if self.preprocess is None and self.trainer is not None:  # without a trainer it is set by hand (benches)
+            self.preprocess = _model_preprocess(self.trainer.lightning_module)
+        self.read()
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if self.trainer is not None:
             # Processes started by torchrun or srun seed themselves; a random `seed_everything: true` would give
             # each its own order. Rank 0's seed is the run's.
             self.seed = self.trainer.strategy.broadcast(self.seed, src=0)
-        if len(self.skipped):  # found by verify_images, before there was a log folder
-            self._write_skipped()
+        if stage in ("validate", "test"):
+            self.check_evaluable()
         if stage == "fit":
             per_process_batch(self.batch_size, self._world()[1])
             if len(self.target_samples) < self.batch_size:
@@ -376,7 +257,7 @@ class TargetDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def train_dataloader(self) -> DataLoader:
-        images = self._images["target"]
+        images = self.pool.images["target"]
         dataset = ImageListDataset(
             self.target_samples, images, train_transform(self.preprocess, self.crop_scale), seed=self.seed
         )
@@ -395,7 +276,7 @@ class TargetDataModule(LightningDataModule):
                 f"most {max(sizes.values())} devices"
             )
         return [
-            self._eval_loader(ImageListDataset(samples, self._images[split], transform, with_labels=True))
+            self._eval_loader(ImageListDataset(samples, self.pool.images[split], transform, with_labels=True))
             for split, samples in self._eval_samples().items()
             if samples
         ]
@@ -408,7 +289,7 @@ class TargetDataModule(LightningDataModule):
 
     def confidence_dataloader(self) -> DataLoader:
         """This process's share of the target set, evaluation transform, no labels: the confidence pass."""
-        dataset = ImageListDataset(self.target_samples, self._images["target"], eval_transform(self.preprocess))
+        dataset = ImageListDataset(self.target_samples, self.pool.images["target"], eval_transform(self.preprocess))
         return self._eval_loader(dataset)
 
     @property
@@ -418,15 +299,65 @@ class TargetDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(
-            ImageListDataset(self.predict_samples, self._images["predict"], eval_transform(self.preprocess))
+            ImageListDataset(self.predict_samples, self.pool.images["predict"], eval_transform(self.preprocess))
         )
 
 
-@rank_zero_only
-def _write_lines(path: Path, lines: list[str]) -> None:
-    write_text(path, "".join(line + "\n" for line in lines))
+def _class_names(given: list[str] | str | None, split: ClassSplit | None, recipe: DataRecipe | None) -> list[str]:
+    """The class names (a list, a file, or the recipe's: known without rendering), checked against the split."""
+    if given is None and recipe is not None:
+        given = recipe.class_names()
+    if given is None:
+        raise InputError("data.class_names is not set: give the class names (a list, or a file with one per line)")
+    if split is None:
+        raise InputError(
+            "data.split is not set: add a setting, e.g. -c configs/setting/officehome/open_partial.yaml, or give "
+            "--data.split.num_known"
+        )
+    names, source = read_class_names(given)
+    split.resolve(len(names), source)
+    return names
 
 
-def _restrict(samples: list[Sample], class_ids: list[int]) -> list[Sample]:
-    keep = set(class_ids)
-    return [s for s in samples if s.label in keep]
+def _model_preprocess(module: object) -> ImagePreprocess:
+    """The model's image preprocessing, which the transforms follow (:class:`~uft.data.contract.ImagePreprocessing`)."""
+    if not isinstance(module, ImagePreprocessing):
+        raise InputError(
+            "the data module needs the model's image preprocessing (a `preprocess` attribute, "
+            f"uft.data.contract.ImagePreprocessing), which {type(module).__name__} does not have"
+        )
+    return module.preprocess
+
+
+def _recipe_defaults(sources: dict, recipe: DataRecipe | None) -> dict:
+    """The arguments of :func:`resolve_target_pool`; with a recipe, its files (made by ``prepare_data``) are the
+    defaults of the root and the lists."""
+    args = dict(sources)
+    root = args["root"] or (recipe.default_root() if recipe is not None else None)
+    if root is not None and recipe is not None:
+        layout = DataLayout.of(root)
+        args["root"] = str(layout.root)
+        if args["train_list"] is None and not args["target_shards"]:
+            args["train_list"] = str(layout.target_list)
+        if args["test_list"] is None and layout.test_list is not None:
+            args["test_list"] = str(layout.test_list)
+    return args
+
+
+def _check_arguments(
+    holdout_fraction: float,
+    batch_size: int,
+    eval_batch_size: int,
+    num_workers: int,
+    train_list: str | None,
+    target_shards: str | None,
+) -> None:
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise InputError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value < 1:
+            raise InputError(f"data.{name} must be a positive number of images, got {value}")
+    if num_workers < 0:
+        raise InputError(f"data.num_workers must be 0 or more, got {num_workers}")
+    if train_list and target_shards:
+        raise InputError("data.train_list and data.target_shards both name the target images: set one")

@@ -94,6 +94,11 @@ class DataRecipe:
         """What ``make`` writes, in a few words (e.g. ``2304 images of 48x48 pixels``)."""
         return "the data set"
 
+    def class_names(self) -> list[str]:
+        """The class names of the data set ``make`` writes (its ``classes.txt``), known without rendering: the data
+        module tells the model its classes before the data is made."""
+        raise NotImplementedError
+
     def ensure(self, root: str | Path | None = None) -> DataLayout:
         """The data set in ``root`` (default: :meth:`default_root`), rendered first when the folder is missing or
         empty. Every process of a distributed launch may call it at once: each renders into a scratch folder of its
@@ -102,22 +107,13 @@ class DataRecipe:
         Raises:
             InputError: no root, a root whose parent is missing, or a folder this recipe did not make.
         """
-        if root is None:
-            root = self.default_root()
-            if root is None:
-                raise InputError(f"{type(self).__name__} needs data.root, the folder to make its data set in")
-        root = Path(root)
+        root = self.target_root(root)
         stamp = {"recipe": f"{type(self).__module__}.{type(self).__qualname__}", **self.params()}
         if root.is_dir() and not any(root.iterdir()):
             with contextlib.suppress(FileNotFoundError):  # another rank, started on the same empty folder, was first
                 root.rmdir()  # an empty folder: made into, as a new one
         if root.exists():
             return self._made(root, stamp)
-        if not root.parent.is_dir():
-            raise InputError(
-                f"data.root {root}: its parent folder {root.parent.resolve()} does not exist; a data recipe renders "
-                "only into a new folder of an existing one (check the path, or create the parent first)"
-            )
         print(f"uft: rendering {self.describe()} into {root.resolve()} ...", file=sys.stderr, flush=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
         try:
@@ -139,6 +135,26 @@ class DataRecipe:
             raise
         print(f"uft: rendered {root} ({size / 1e6:.1f} MB)", file=sys.stderr, flush=True)
         return DataLayout.of(root)
+
+    def target_root(self, root: str | Path | None = None) -> Path:
+        """The folder :meth:`ensure` makes the data set in: ``root``, else :meth:`default_root`. A cheap check (no
+        rendering), which the data module runs at construction.
+
+        Raises:
+            InputError: no root, or a missing root whose parent is missing too (a mistyped root is an error, not a
+                new tree of files).
+        """
+        if root is None:
+            root = self.default_root()
+            if root is None:
+                raise InputError(f"{type(self).__name__} needs data.root, the folder to make its data set in")
+        root = Path(root)
+        if not root.exists() and not root.parent.is_dir():
+            raise InputError(
+                f"data.root {root}: its parent folder {root.parent.resolve()} does not exist; a data recipe renders "
+                "only into a new folder of an existing one (check the path, or create the parent first)"
+            )
+        return root
 
     @staticmethod
     def _made(root: Path, stamp: dict) -> DataLayout:

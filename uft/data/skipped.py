@@ -8,10 +8,11 @@ each file once and stops the run when a split holds more unreadable images than 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from PIL import Image
 
@@ -19,6 +20,9 @@ from uft.data.batch import Batch
 from uft.data.decode import decode_rgb
 from uft.distributed import gather_objects
 from uft.errors import InputError, first_line
+
+if TYPE_CHECKING:  # datasets imports this module
+    from uft.data.datasets import ImageSource
 
 # What PIL and the file system raise for a missing, zero-byte, truncated, corrupt or foreign file, and what
 # decoding raises for an image without a mapping to 8-bit RGB (UninterpretableImage is a ValueError) or too large.
@@ -92,6 +96,10 @@ class UnreadableSeen:
 class SkippedImages:
     """The unreadable images of a run, by split: each file reported once, and at most ``max_share`` of a split.
 
+    Once :meth:`attach`-ed to the splits' sample paths and image sources, it takes reports by sample index
+    (:meth:`report`, :meth:`verify`), names each new file in a warning and tells ``on_change`` (the callback that
+    writes ``skipped_images.txt``) after every report, also one that stops the run.
+
     Args:
         max_share: share of a split's images that may be unreadable; one more stops the run with an error.
     """
@@ -101,6 +109,41 @@ class SkippedImages:
             raise InputError(f"data.max_skipped must be a share in [0, 1], got {max_share}")
         self.max_share = max_share
         self.found: dict[str, dict[int, tuple[str, str]]] = {}  # split -> sample index -> (path, reason)
+        self.paths: dict[str, list[str]] = {}  # split -> sample paths by index (attach)
+        self.sources: dict[str, ImageSource] = {}  # split -> where its images are read (attach)
+        self.on_change: Callable[[], None] | None = None
+        # How a newly found file is named (a data module on several processes names it on one only).
+        self.warn: Callable[[str], object] = warnings.warn
+
+    def attach(self, paths: dict[str, list[str]], sources: dict[str, ImageSource]) -> None:
+        """The splits reported on: each one's sample paths by index, and where its images are read."""
+        self.paths, self.sources = paths, sources
+
+    def report(self, split: str, indices: Iterable[int]) -> None:
+        """Samples of ``split`` that could not be read (by sample index); see :meth:`note`."""
+        paths, source = self.paths[split], self.sources[split]
+        self.note(split, {i: (paths[i], source.reason(paths[i]) or "could not be read at the time") for i in indices})
+
+    def verify(self, splits: Iterable[str]) -> None:
+        """Decode every image of ``splits`` now and :meth:`note` the unreadable ones."""
+        for split in splits:
+            self.note(split, self.sources[split].unreadable(self.paths[split]))
+
+    def note(self, split: str, entries: dict[int, tuple[str, str]]) -> None:
+        """:meth:`add` ``{index: (path, reason)}`` of an attached split, warn once about each new file, and tell
+        ``on_change``, even when the split now holds too many (the error is raised after)."""
+        try:
+            new = self.add(split, entries, len(self.paths[split]))
+        finally:
+            if self.on_change is not None:
+                self.on_change()
+        for path, reason in new:
+            where = self.sources[split].describe(path)
+            self.warn(f"uft: skipping unreadable image {where} ({split} split): {reason}")
+
+    def totals(self) -> dict[str, int]:
+        """Images of each attached split: the denominators of :meth:`summary`."""
+        return {split: len(paths) for split, paths in self.paths.items()}
 
     def add(self, split: str, entries: dict[int, tuple[str, str]], total: int) -> list[tuple[str, str]]:
         """Record unreadable samples ``{index: (path, reason)}`` of a split of ``total`` images; returns the

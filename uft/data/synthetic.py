@@ -83,6 +83,9 @@ class GeneratedShapes(DataRecipe):
         count = len(SHAPES) * (self.target_per_class + self.test_per_class)
         return f"generated shapes ({count} images of {self.size}x{self.size} pixels)"
 
+    def class_names(self) -> list[str]:
+        return list(SHAPES)
+
     def make(self, root: Path) -> None:
         rng = random.Random(self.seed)  # one stream over all splits and classes, in file order
 

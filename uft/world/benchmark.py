@@ -49,6 +49,9 @@ class WorldBenchmark(DataRecipe):
         count = len(CATEGORIES) * (self.target_per_class + self.test_per_class)
         return f"the world benchmark ({count} images of {self.size}x{self.size} pixels, {self.style}, {self.shift})"
 
+    def class_names(self) -> list[str]:
+        return list(CATEGORIES)
+
     def default_root(self) -> Path:
         """``data/world/<style>-<shift>`` (``-seed<N>`` for a seed other than 0; other sizes and counts add their
         values), relative to the working folder."""
