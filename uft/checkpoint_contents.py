@@ -67,11 +67,11 @@ def check_loadable(checkpoint: dict, identity: dict, names: set[str], fitting: b
         )
 
 
-def check_checkpoint_file(ckpt_path: str | None) -> None:
+def check_checkpoint_file(ckpt_path: str | None) -> dict | None:
     """A missing, truncated or foreign ``--ckpt_path`` ends with one line naming the file, before the model is
-    built."""
+    built. Returns the checkpoint read (``None`` for a name Lightning resolves later: ``last``, a URL)."""
     if ckpt_path is None or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
-        return
+        return None
     if not Path(ckpt_path).is_file():
         raise InputError(f"checkpoint not found: {ckpt_path}")
     try:
@@ -86,6 +86,7 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"{ckpt_path} is not a uft checkpoint (no state_dict): pass a last.ckpt written by uft fit")
+    return checkpoint
 
 
 def _short(value) -> str:

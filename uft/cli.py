@@ -34,7 +34,7 @@ from uft.data.commands import main as data_command
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
 from uft.errors import Exit, InputError, one_line_errors
-from uft.loop_progress import EPOCH_END_KEY, batches_per_epoch, finished, loader_state, place
+from uft.loop_progress import EPOCH_END_KEY, finished, loader_state, place, saved_epoch_batches
 from uft.module import UFTModule
 from uft.quiet import quiet_lightning
 from uft.run_lock import RunLock, describe_owner
@@ -70,6 +70,7 @@ class UFTCLI(LightningCLI):
 
     _evaluation_left: Path | None = None  # a finished run's checkpoint whose final evaluation was interrupted
     _lock: RunLock | None = None  # of the run folder, held by a fit
+    _checkpoint_read: dict | None = None  # --ckpt_path, read when checked before the model was built
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.known_class_names", "model.class_names", apply_on="instantiate")
@@ -107,7 +108,7 @@ class UFTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # A bad checkpoint file is named before the model is built (and loaded).
         config = self.config[self.subcommand] if self.subcommand else self.config
-        check_checkpoint_file(config.get("ckpt_path"))
+        self._checkpoint_read = check_checkpoint_file(config.get("ckpt_path"))  # kept for `_check_resume`
         check_strategy(config.get("trainer", {}).get("strategy"))
 
     def before_validate(self) -> None:
@@ -157,7 +158,9 @@ class UFTCLI(LightningCLI):
             check_run_folder(last, ckpt_path, fresh)
             if ckpt_path == "last" and last.exists():
                 ckpt_path = str(last)
-        if ckpt_path is not None and Path(ckpt_path).is_file() and evaluation_left(Path(ckpt_path), self.trainer):
+        read = self._checkpoint_read if ckpt_path == config.get("ckpt_path") else None
+        self._checkpoint_read = None  # not held through the run
+        if ckpt_path is not None and Path(ckpt_path).is_file() and evaluation_left(Path(ckpt_path), self.trainer, read):
             self._evaluation_left = Path(ckpt_path)
 
     def fit(self, model, **kwargs) -> None:
@@ -238,14 +241,15 @@ def check_evaluation(limit: int | float, option: str) -> None:
         raise InputError(f"nothing to evaluate: trainer.{option} is 0")
 
 
-def evaluation_left(path: Path, trainer) -> bool:
-    """Whether the checkpoint at ``path`` has training left under the trainer's limits (``False``), only its final
-    evaluation (``True``), or nothing at all (refused: a finished run)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+def evaluation_left(path: Path, trainer, checkpoint: dict | None = None) -> bool:
+    """Whether the checkpoint at ``path`` (``checkpoint``, when read already) has training left under the trainer's
+    limits (``False``), only its final evaluation (``True``), or nothing at all (refused: a finished run)."""
+    if checkpoint is None:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = loader_state(checkpoint)
     if state is None:
         return False
-    epoch_batches = batches_per_epoch(state["num_samples"] // state["batch_size"], trainer.limit_train_batches)
+    epoch_batches = saved_epoch_batches(state, trainer.limit_train_batches)
     if not finished(checkpoint, epoch_batches, trainer.max_epochs, trainer.max_steps):
         return False
     if not checkpoint.get(EPOCH_END_KEY, False):

@@ -46,6 +46,12 @@ def batches_per_epoch(full: int, limit: int | float | None) -> int:
     return int(full * limit)
 
 
+def saved_epoch_batches(state: dict, limit: int | float | None) -> int:
+    """The training batches an epoch of a saved run has: its loader's (``state``, :func:`loader_state`: full global
+    batches of its target set), cut by ``limit`` (``trainer.limit_train_batches``)."""
+    return batches_per_epoch(state["num_samples"] // state["batch_size"], limit)
+
+
 def loader_state(checkpoint: dict) -> dict | None:
     """The training loader's place saved in ``checkpoint`` (``None`` when it holds none: not a uft fit)."""
     fit = checkpoint.get(LOOPS_KEY, {}).get("fit_loop", {})

@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from uft.errors import InputError
+
 
 def class_text(class_name: str) -> str:
     """How a class name is written in a prompt: underscores read as spaces (``Alarm_Clock`` -> ``Alarm Clock``)."""
@@ -71,8 +73,6 @@ def check_prompt_lengths(class_names: list[str], prompts: PromptLearner, cut: li
     """Class prompts ``cut`` at the text context of ``length`` tokens (the tokenizer cuts there, :func:`
     uft.clip.cut_texts`): each such name is a warning, and two names whose prompts are the same after the cut (the
     model could not tell them apart) are an error."""
-    from uft.errors import InputError
-
     for i in cut:
         warnings.warn(
             f"class name {class_names[i]!r} is cut: its prompt (with {prompts.n_ctx} context tokens) is longer than "

@@ -17,7 +17,7 @@ from uft.callbacks.divergence import DivergenceWatch
 from uft.checkpoint_contents import trained_parameters
 from uft.distributed import sum_over_processes, world_size
 from uft.errors import Diverged
-from uft.loop_progress import EPOCH_END_KEY, align_progress, batches_per_epoch, loader_state
+from uft.loop_progress import EPOCH_END_KEY, align_progress, loader_state, saved_epoch_batches
 
 
 def _watch(trainer: Trainer) -> DivergenceWatch | None:
@@ -141,22 +141,19 @@ class RunCheckpoint(ModelCheckpoint):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         state = loader_state(checkpoint)
         if state is not None:
-            align_progress(checkpoint, self._epoch_batches(trainer, state))
+            align_progress(checkpoint, saved_epoch_batches(state, trainer.limit_train_batches))
         checkpoint[EPOCH_END_KEY] = self._epoch_end
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         state = loader_state(checkpoint)
-        disagreed = align_progress(checkpoint, self._epoch_batches(trainer, state)) if state is not None else None
+        if state is None:
+            return
+        disagreed = align_progress(checkpoint, saved_epoch_batches(state, trainer.limit_train_batches))
         if disagreed and trainer.state.fn == "fit":
             rank_zero_info(
                 f"uft: the checkpoint's loop counters disagreed with its training loader's place ({disagreed}; "
                 "written by an earlier uft): resuming at the loader's place"
             )
-
-    @staticmethod
-    def _epoch_batches(trainer: Trainer, state: dict) -> int:
-        """The training batches an epoch of the saved run has: its loader's, cut by ``limit_train_batches``."""
-        return batches_per_epoch(state["num_samples"] // state["batch_size"], trainer.limit_train_batches)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pass  # saves happen at the end of the training epoch, never in the middle of an evaluation

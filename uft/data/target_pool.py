@@ -60,16 +60,18 @@ def resolve_target_pool(
     class_names: list[str],
     split: ClassSplit,
     *,
+    # where the images are
     root: str | None = None,
     domain: str | None = None,
+    target_shards: str | None = None,
+    shard_cache: str | None = None,
+    # which images each split holds
     train_list: str | None = None,
     test_list: str | None = None,
+    predict_list: str | None = None,
     protocol: Literal["holdout", "paper"] = "holdout",
     holdout_fraction: float = 0.3,
     holdout_seed: int = 0,
-    predict_list: str | None = None,
-    target_shards: str | None = None,
-    shard_cache: str | None = None,
 ) -> TargetPool:
     """The target pool of a data configuration (the arguments are :class:`~uft.data.datamodule.TargetDataModule`'s,
     ``class_names`` read). Raises :class:`~uft.errors.InputError` on a bad list, folder or shard index, or an empty
