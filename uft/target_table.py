@@ -158,7 +158,7 @@ def cosine_over(
             batch = batch.to(device)
             table[batch.index] = cosine(batch.images)
             filled[batch.index] += 1
-            unreadable[batch.index[~batch.readable]] = 1
+            unreadable[batch.index] = (~batch.readable).float()  # no boolean mask: no device wait per batch
             bar.update()
     sum_over_processes(table)
     table[sum_over_processes(unreadable) > 0] = float("nan")
