@@ -234,6 +234,10 @@ def _case_nothing_to_validate(tmp_path, data):
     return "validate", ["--trainer.limit_val_batches=0"], ["nothing to evaluate: trainer.limit_val_batches is 0"]
 
 
+def _case_fewer_images_than_a_batch(tmp_path, data):
+    return ["--data.batch_size=64"], ["the target set has 42 images, fewer than one global batch (data.batch_size=64)"]
+
+
 def _case_unlabeled_data_without_test_list(tmp_path, data):
     unlabeled = tmp_path / "unlabeled.txt"
     unlabeled.write_text("".join(line.split()[0] + "\n" for line in (data / "target.txt").read_text().splitlines()))
@@ -242,6 +246,21 @@ def _case_unlabeled_data_without_test_list(tmp_path, data):
         [f"--data.train_list={unlabeled}", "--data.test_list=null"],
         ["nothing to evaluate: the target data has no labels and there is no data.test_list"],
     )
+
+
+# Bad data found when the CLI reads the data ahead of the run (TargetDataModule.read and its checks).
+READ_AHEAD = {
+    _case_missing_root,
+    _case_unparsable_line,
+    _case_label_out_of_range,
+    _case_empty_target_set,
+    _case_path_outside_root,
+    _case_absolute_path,
+    _case_two_labels,
+    _case_unreadable_images_verified,
+    _case_unlabeled_data_without_test_list,
+    _case_fewer_images_than_a_batch,
+}
 
 
 @pytest.mark.slow
@@ -284,6 +303,7 @@ def _case_unlabeled_data_without_test_list(tmp_path, data):
         _case_foreign_checkpoint,
         _case_nothing_to_validate,
         _case_unlabeled_data_without_test_list,
+        _case_fewer_images_than_a_batch,
     ],
     ids=lambda f: f.__name__[len("_case_") :],
 )
@@ -305,3 +325,5 @@ def test_cli_bad_input(tmp_path, case, shapes_dir):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert case is _case_diverged and all(torch.isfinite(v).all() for v in state.values())
     assert {p: p.read_bytes() for p in given if p.is_file()} == before
+    if case in READ_AHEAD:  # refused when the data is read, before the run writes anything: no run folder
+        assert not (tmp_path / "run").exists(), sorted((tmp_path / "run").rglob("*"))

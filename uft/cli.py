@@ -113,24 +113,26 @@ class UFTCLI(LightningCLI):
 
     def before_validate(self) -> None:
         check_evaluation(self.trainer.limit_val_batches, "limit_val_batches")
-        self._check_input_and_output(evaluate=True)
+        self._check_input_and_output("evaluate")
 
     def before_test(self) -> None:
         check_evaluation(self.trainer.limit_test_batches, "limit_test_batches")
-        self._check_input_and_output(evaluate=True)
+        self._check_input_and_output("evaluate")
 
     def before_predict(self) -> None:
-        self._check_input_and_output()
+        self._check_input_and_output("predict")
 
-    def _check_input_and_output(self, evaluate: bool = False) -> None:
+    def _check_input_and_output(self, purpose: str) -> None:
         # The data is read before the run starts (Lightning would read it in `setup`, after its logger has made
         # the run's folder): a run refused for its input writes nothing. Then, before the run writes, the output.
         data = self.datamodule
         if isinstance(data, TargetDataModule):
             data.prepare_data()  # a recipe's data set, made once (every process of a launch may ask: race-safe)
             data.read()
-            if evaluate:
+            if purpose == "evaluate":
                 data.check_evaluable()
+            if purpose == "fit":
+                data.check_trainable()
         check_output_folder(self.trainer.default_root_dir, "trainer.default_root_dir")
 
     def before_fit(self) -> None:
@@ -138,7 +140,7 @@ class UFTCLI(LightningCLI):
             raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
-        self._check_input_and_output()
+        self._check_input_and_output("fit")
         self._take_lock()
         try:
             self._check_resume()

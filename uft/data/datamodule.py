@@ -223,6 +223,14 @@ class TargetDataModule(LightningDataModule):
         if not self.eval_splits:
             raise InputError("nothing to evaluate: the target data has no labels and there is no data.test_list")
 
+    def check_trainable(self) -> None:
+        """``fit`` needs one global batch of target images: training uses only full global batches."""
+        if len(self.target_samples) < self.batch_size:
+            raise InputError(
+                f"the target set has {len(self.target_samples)} images, fewer than one global batch "
+                f"(data.batch_size={self.batch_size}): lower data.batch_size"
+            )
+
     def setup(self, stage: str | None = None) -> None:
         if self.preprocess is None and self.trainer is not None:  # without a trainer it is set by hand (benches)
             self.preprocess = _model_preprocess(self.trainer.lightning_module)
@@ -237,11 +245,7 @@ class TargetDataModule(LightningDataModule):
             self.check_evaluable()
         if stage == "fit":
             per_process_batch(self.batch_size, self._world()[1])
-            if len(self.target_samples) < self.batch_size:
-                raise InputError(
-                    f"the target set has {len(self.target_samples)} images, fewer than one global batch "
-                    f"(data.batch_size={self.batch_size}): lower data.batch_size"
-                )
+            self.check_trainable()
 
     def _world(self) -> tuple[int, int]:
         """``(global rank, number of processes)`` of the attached trainer; ``(0, 1)`` without one."""
