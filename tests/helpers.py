@@ -120,7 +120,8 @@ class SlowSteps(Callback):
     ``<pid_dir>/steps`` after each step.
 
     With ``eval_seconds``, it also sleeps before every evaluation batch of ``fit``, and rank 0 writes the epoch to
-    ``<pid_dir>/evaluating`` when such an evaluation starts, so that a test can signal a run in the middle of one.
+    ``<pid_dir>/evaluating`` when such an evaluation starts (and removes it after every step), so that a test can
+    signal a run in the middle of the evaluation that follows a given step.
 
     Args:
         seconds: sleep per step.
@@ -149,6 +150,8 @@ class SlowSteps(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_rank == 0:  # written beside, then renamed: a reader never sees an empty file
+            # Removed before the step count is written: a marker seen after step n is of an evaluation after it.
+            Path(self.pid_dir, "evaluating").unlink(missing_ok=True)
             partial = Path(self.pid_dir, "steps.part")
             partial.write_text(str(trainer.global_step))
             os.replace(partial, Path(self.pid_dir, "steps"))
