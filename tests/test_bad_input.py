@@ -129,6 +129,11 @@ def _case_recipe_root_typo(tmp_path, data):
     ]
 
 
+def _case_unknown_stream_shift(tmp_path, data):
+    recipe = ["--data.recipe=uft.world.benchmark.WorldStream", "--data.recipe.init_args.shifts=[fog, rain]"]
+    return [f"--data.root={tmp_path / 'stream'}", *recipe], ["WorldStream: unknown shift 'rain'; expected a list of"]
+
+
 def _case_missing_weights(tmp_path, data):
     return [f"--model.pretrained={tmp_path / 'w.pt'}"], [f"pretrained checkpoint file not found: {tmp_path / 'w.pt'}"]
 
@@ -288,6 +293,7 @@ READ_AHEAD = {
         _case_unreadable_images,
         _case_unreadable_images_verified,
         _case_recipe_root_typo,
+        _case_unknown_stream_shift,
         _case_missing_weights,
         _case_checkpoint_of_another_model,
         _case_target_list_reordered,

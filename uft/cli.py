@@ -33,7 +33,7 @@ from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.commands import main as data_command
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
-from uft.errors import Exit, InputError, one_line_errors
+from uft.errors import Exit, InputError, UFTError, one_line_errors
 from uft.loop_progress import EPOCH_END_KEY, finished, loader_state, place, saved_epoch_batches
 from uft.module import UFTModule
 from uft.quiet import quiet_lightning
@@ -346,6 +346,10 @@ def _one_line(err: BaseException) -> Exit | None:
     """The CLI's own one-line ends, beside :class:`~uft.errors.UFTError` (:func:`~uft.errors.one_line_errors`)."""
     if isinstance(err, ArgumentError):
         return Exit.error(describe_argument_error(err))
+    # jsonargparse wraps what the constructor of a class chosen by class_path (a data recipe) raised in an error of
+    # its own, several lines long: the constructor's one line is the report.
+    if isinstance(err, ValueError) and isinstance(err.__cause__, UFTError):
+        return Exit.error(err.__cause__)
     if isinstance(err, OSError) and err.errno in WRITE_ERRORS:
         # A write that failed mid-run (a full disk, a folder made read-only): the file is named, the run's earlier
         # files (last.ckpt) are whole (every write is atomic).

@@ -243,3 +243,65 @@ def test_list_and_class_files_with_a_byte_order_mark(shapes_dir, tmp_path):
 def test_class_names_differing_only_by_case_warn():
     with pytest.warns(UserWarning, match="HOUSE, house differ only by case"):
         assert read_class_names(["house", "HOUSE", "tree"])[0] == ["house", "HOUSE", "tree"]
+
+
+# --- read_segments ------------------------------------------------------------------------------------------------
+
+
+def test_read_segments_counts_only_the_image_lines(real_world, tmp_path):
+    """Segment starts are sample indices of read_list_file's samples: blank lines and other comments do not count."""
+    listing = tmp_path / "stream.txt"
+    listing.write_text(
+        "# a stream of two domains\n"
+        "\n"
+        "# segment fog\n"
+        "Real World/Alarm_Clock/x.jpg 0\n"
+        "   \n"
+        "# a comment inside the segment\n"
+        "Real World/Alarm_Clock/y.jpg 1\n"
+        "  #segment\tnoise\n"
+        "\n"
+        "Real World/Alarm_Clock/z.jpg\n"
+        "# segments end here (not a segment line)\n"
+    )
+    assert lists.read_segments(listing) == [("fog", 0), ("noise", 2)]
+    samples = read_list_file(listing, real_world, num_classes=3)
+    assert [s.path for s in samples] == [f"Real World/Alarm_Clock/{n}.jpg" for n in "xyz"]  # unchanged by segments
+    assert lists.segment_of(lists.read_segments(listing), len(samples)) == [
+        ("fog", range(0, 2)),
+        ("noise", range(2, 3)),
+    ]
+
+
+def test_read_segments_without_segment_lines(real_world, tmp_path):
+    listing = tmp_path / "plain.txt"
+    listing.write_text("# header\nReal World/Alarm_Clock/x.jpg 0\n")
+    assert lists.read_segments(listing) == []
+    assert lists.segment_of([], 1) == []
+    with pytest.raises(InputError, match="list file not found: .*absent.txt"):
+        lists.read_segments(tmp_path / "absent.txt")
+
+
+IMAGE = "Real World/Alarm_Clock/x.jpg 0"
+
+
+@pytest.mark.parametrize(
+    ("lines", "lineno", "fragment"),
+    [
+        (["# header", IMAGE, "# segment fog", IMAGE], 2, "images before the first '# segment' line"),
+        (["# segment fog", "# segment noise", IMAGE], 1, "segment 'fog' holds no images"),
+        (["# segment fog", IMAGE, "", "# segment noise", "# other"], 4, "segment 'noise' holds no images (the file"),
+        (["# segment fog", IMAGE, "# segment fog", IMAGE], 3, "segment 'fog' repeats the segment of line 1"),
+        (["# segment heavy fog", IMAGE], 1, "segment name 'heavy fog' holds spaces"),
+        (["# segment fog", IMAGE, "#  segment  ", IMAGE], 3, "a '# segment' line without a name"),
+    ],
+    ids=["images_first", "empty", "empty_at_the_end", "repeated", "spaces", "no_name"],
+)
+def test_read_segments_bad_file(tmp_path, lines, lineno, fragment):
+    """Each bad segment file is one InputError starting with '<file>:<line>' and saying what is wrong."""
+    listing = tmp_path / "stream.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as err:
+        lists.read_segments(listing)
+    assert str(err.value).startswith(f"{listing}:{lineno}: ") and len(str(err.value).splitlines()) == 1
+    assert fragment in str(err.value)

@@ -114,6 +114,72 @@ def _is_int(text: str) -> bool:
     return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
+SEGMENT = "segment"  # the first word of a comment line that starts a segment: ``# segment NAME``
+
+
+def segment_line(name: str) -> str:
+    """The list-file line that starts the segment ``name`` (a name without spaces): ``# segment NAME``."""
+    return f"# {SEGMENT} {name}"
+
+
+def read_segments(list_file: str | os.PathLike) -> list[tuple[str, int]]:
+    """The named segments of a list file (the domains of a continual stream, in stream order): each segment's name
+    and the sample index of its first image; ``[]`` for a file without ``# segment NAME`` lines.
+
+    A sample index counts the image lines :func:`read_list_file` keeps (blank lines and comments do not count), so
+    the segments index its samples. Other comment lines are ignored. When there are segment lines, every image
+    belongs to one: the file must start its images with a segment line, and every segment holds at least one image.
+
+    Raises:
+        InputError: the file is missing, or (naming ``file:line``) an image before the first segment line, a segment
+            line without a name or with spaces in it, a repeated name, or a segment without images.
+    """
+    path = Path(list_file)
+    if not path.is_file():
+        raise InputError(f"list file not found: {list_file}")
+    segments: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}  # name -> line number of its segment line
+    first_image: int | None = None  # line number of the first image line
+    index, open_line = 0, 0  # images so far; line number of the last segment line
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if not text.startswith("#"):
+            first_image = lineno if first_image is None else first_image
+            index += 1
+            continue
+        words = text[1:].split()
+        if not words or words[0] != SEGMENT:
+            continue
+        # Checked in the order of the lines they name: the first problem in the file is the one reported.
+        if first_image is not None and not segments:
+            raise InputError(f"{path}:{first_image}: images before the first '# {SEGMENT}' line")
+        if segments and segments[-1][1] == index:
+            raise InputError(f"{path}:{open_line}: segment {segments[-1][0]!r} holds no images")
+        if len(words) == 1:
+            raise InputError(f"{path}:{lineno}: a '# {SEGMENT}' line without a name; expected '# {SEGMENT} NAME'")
+        name = " ".join(words[1:])
+        if len(words) > 2:
+            raise InputError(f"{path}:{lineno}: segment name {name!r} holds spaces; expected '# {SEGMENT} NAME'")
+        if name in seen:
+            raise InputError(f"{path}:{lineno}: segment {name!r} repeats the segment of line {seen[name]}")
+        seen[name], open_line = lineno, lineno
+        segments.append((name, index))
+    if segments and segments[-1][1] == index:
+        raise InputError(f"{path}:{open_line}: segment {segments[-1][0]!r} holds no images (the file ends after it)")
+    return segments
+
+
+def segment_of(segments: list[tuple[str, int]], num_samples: int) -> list[tuple[str, range]]:
+    """Each segment of :func:`read_segments` with the range of its sample indices, for a list of ``num_samples``
+    samples (the last segment runs to its end); ``[]`` for no segments."""
+    starts = [start for _, start in segments] + [num_samples]
+    if any(a >= b for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"segment starts {starts[:-1]} are not increasing below {num_samples} samples")
+    return [(name, range(start, end)) for (name, start), end in zip(segments, starts[1:])]
+
+
 def scan_image_folder(image_dir: Path, class_names: list[str]) -> list[Sample]:
     """Images of an ImageFolder tree ``image_dir/<class name>/...``; class ids come from ``class_names`` by name."""
     ids = {_normalise(name): i for i, name in enumerate(class_names)}

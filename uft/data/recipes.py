@@ -9,7 +9,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +63,29 @@ def write_labeled_images(
             continue
         lines = []
         for label, name in enumerate(class_names):
-            (root / "images" / name).mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(itertools.islice(images(split_index, label), count)):
-                rel = f"images/{name}/{split}_{i:0{digits}d}.png"
-                image.save(root / rel, optimize=optimize)
-                lines.append(f"{rel} {label}")
+            saved = save_images(root, f"images/{name}", split, images(split_index, label), count, digits, optimize)
+            lines += [f"{rel} {label}" for rel in saved]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def save_images(
+    root: Path,
+    folder: str,
+    split: str,
+    images: Iterable[Image.Image],
+    count: int,
+    digits: int = 4,
+    optimize: bool = False,
+) -> list[str]:
+    """Save the first ``count`` of ``images`` as ``root/<folder>/<split>_<i>.png`` (the folder made first); returns
+    their paths relative to ``root``, in order (the list-file paths of :func:`write_labeled_images`)."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    saved = []
+    for i, image in enumerate(itertools.islice(images, count)):
+        rel = f"{folder}/{split}_{i:0{digits}d}.png"
+        image.save(root / rel, optimize=optimize)
+        saved.append(rel)
+    return saved
 
 
 class DataRecipe:
