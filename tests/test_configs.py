@@ -30,6 +30,9 @@ METHOD_OBJECTIVES = {  # configs/method/<name>.yaml -> its objective's class (No
 }
 
 
+OVERLAYS = {"online.yaml"}  # added to a run config with another -c
+
+
 def args_for(path: Path) -> list[str]:
     """A shipped file as a user adds it: a run config alone, anything else after its benchmark's run config."""
     kind = path.relative_to(CONFIGS).parts[0]
@@ -40,7 +43,7 @@ def args_for(path: Path) -> list[str]:
             "-c",
             str(path),
         ]
-    if kind in ("trainer", "model", "data", "method"):
+    if kind in ("trainer", "model", "data", "method") or path.name in OVERLAYS:
         return ["-c", str(FULL), "-c", str(path)]
     return ["-c", str(path)]
 

@@ -28,6 +28,7 @@ from uft.callbacks import (
     QuietSpawnedProcesses,
     RunCheckpoint,
     SkippedImagesFile,
+    StreamPredictionCSV,
 )
 from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.commands import main as data_command
@@ -36,6 +37,7 @@ from uft.data.samplers import per_process_batch
 from uft.errors import Exit, InputError, UFTError, one_line_errors
 from uft.loop_progress import EPOCH_END_KEY, finished, loader_state, place, saved_epoch_batches
 from uft.module import UFTModule
+from uft.online import check_online
 from uft.quiet import quiet_lightning
 from uft.run_lock import RunLock, describe_owner
 
@@ -140,6 +142,9 @@ class UFTCLI(LightningCLI):
             raise InputError("nothing to train: trainer.max_epochs, max_steps or limit_train_batches is 0")
         # Refuse a global batch that does not split over the processes before they are started (one message).
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
+        model, trainer = self.model, self.trainer
+        if isinstance(model, UFTModule):  # an online run's settings, before anything is read or written
+            check_online(model.online, model.objective, trainer.max_epochs, trainer.max_steps, self.datamodule.shuffle)
         self._check_input_and_output("fit")
         self._take_lock()
         try:
@@ -307,6 +312,7 @@ def cli_main(
                     SkippedImagesFile(),
                     EvaluationFigures(),
                     PredictionCSV(),
+                    StreamPredictionCSV(),
                     DivergenceWatch(),
                     GracefulStop(),
                     QuietSpawnedProcesses(),

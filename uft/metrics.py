@@ -106,8 +106,13 @@ class OpenSetMetrics(Metric):
             raise ValueError(f"expected scores over {self.num_known} known classes, got shape {tuple(logits.shape)}")
         if not torch.isfinite(logits).all():  # NaN would sort as the largest score: a "perfect" detector
             raise ValueError("OpenSetMetrics: scores must be finite (NaN or inf cannot be ranked)")
-        self.ood.append(self.score(logits))
-        self.preds.append(logits.argmax(dim=-1).float())
+        self.update_scored(self.score(logits), logits.argmax(dim=-1), labels)
+
+    def update_scored(self, ood: Tensor, preds: Tensor, labels: Tensor) -> None:
+        """``update`` from what it derives of the class scores: each sample's OOD ``score`` and top class (for
+        predictions recorded earlier, e.g. along an online stream)."""
+        self.ood.append(ood)
+        self.preds.append(preds.float())
         self.labels.append(labels.float())
 
     def compute(self) -> dict[str, float]:

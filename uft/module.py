@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from uft.checkpoint_contents import IDENTITY_KEY, check_loadable, keep_trained, model_identity
 from uft.clip import (
@@ -25,11 +25,12 @@ from uft.clip import (
     visual_norm_parameters,
 )
 from uft.data.batch import Batch
-from uft.data.contract import TargetData
+from uft.data.contract import TargetData, TargetStream
 from uft.distributed import any_process, gather_batch
 from uft.errors import InputError
 from uft.evaluation import SplitEvaluation
 from uft.objectives import Objective
+from uft.online import OnlineAdaptation, check_online
 from uft.prompts import PromptLearner, check_prompt_lengths
 from uft.schedule import CosineToZero, plan_schedule
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision
@@ -81,6 +82,9 @@ class UFTModule(LightningModule):
             (``uft.scores.HistogramSplit``, ``UnknownShare``, ``FixedThreshold``). Evaluation applies it to each
             split's scores, prediction to the target set's. Default ``HistogramSplit``: it assumes no unknown
             share (which a user rarely knows) and needs no score-specific value.
+        online: adapt online (``configs/online.yaml``): one pass over the target list in its order, each global
+            batch predicted before the objective learns from it (the ``online`` split of ``metrics.json``, and the
+            stream's ``predictions.csv``); default: offline, epochs over the whole target set.
     """
 
     def __init__(
@@ -102,16 +106,20 @@ class UFTModule(LightningModule):
         text_chunk_size: int | None = None,
         ood_score: OODScore | None = None,
         unknown_rule: ThresholdRule | None = None,
+        online: OnlineAdaptation | None = None,
     ) -> None:
         super().__init__()
         _check_arguments(prompt_lr, visual_lr, text_chunk_size)
         # The components are configured, not stored.
-        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler", "ood_score", "unknown_rule"])
+        self.save_hyperparameters(ignore=["objective", "optimizer", "scheduler", "ood_score", "unknown_rule", "online"])
         self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.clip, self.preprocess = load_clip(model_name, pretrained)
         self._build_trained(class_names, model_name, ctx_init, tune, frozen_dtype)
+        self.online = online
+        if online is not None:
+            online.keep_start(self.adapted_parameters)
         self.ood_score = ood_score if ood_score is not None else MSP()
         self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
         self.evaluation = SplitEvaluation(len(class_names), self.ood_score, self.unknown_rule, eval_splits)
@@ -138,6 +146,11 @@ class UFTModule(LightningModule):
             p.requires_grad_(tune in ("both", "visual"))
         store_frozen(self.clip, getattr(torch, frozen))
 
+    @property
+    def adapted_parameters(self) -> list[nn.Parameter]:
+        """The prompt context and the visual norm affines, in this order (trained or not, as ``tune`` says)."""
+        return [self.prompts.ctx, *self.visual_norms]
+
     # ---------------------------------------------------------------- features
     def text_features(self) -> Tensor:
         """L2-normalised features of the K class prompts, with gradients to the context."""
@@ -153,8 +166,11 @@ class UFTModule(LightningModule):
     def cosine(self, images: Tensor, text: Tensor | None = None) -> Tensor:
         """Cosine similarities (N, K) between images and the class prompts, in float32 or wider (also under
         autocast: the logit scale of 100 would magnify bfloat16's rounding; ``64-true`` keeps float64)."""
-        text = self.text_features() if text is None else text
-        image = self.image_features(images)
+        return self.similarity(self.image_features(images), self.text_features() if text is None else text)
+
+    @staticmethod
+    def similarity(image: Tensor, text: Tensor) -> Tensor:
+        """Cosine similarities of normalised image and class features, in float32 or wider."""
         dtype = torch.promote_types(image.dtype, torch.float32)
         with torch.autocast(image.device.type, enabled=False):
             return image.to(dtype) @ text.to(dtype).T
@@ -182,6 +198,11 @@ class UFTModule(LightningModule):
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         check_run(self.hparams, self.objective, str(self.trainer.precision), stage, data)
+        if stage == "fit":
+            trainer = self.trainer
+            check_online(
+                self.online, self.objective, trainer.max_epochs, trainer.max_steps, getattr(data, "shuffle", False)
+            )
         if isinstance(data, TargetData):
             self.evaluation.serve(data.eval_splits)
 
@@ -193,7 +214,9 @@ class UFTModule(LightningModule):
         data = self.trainer.datamodule
         if isinstance(data, TargetData):
             self.table.start(data, self.device)
-        if self.objective.needs_table:
+        if self.online is not None:  # the objective's table comes from each batch: no pass over the target set
+            self.online.record.start(self._target_data().num_target_samples, len(self.hparams.class_names), self.device)
+        elif self.objective.needs_table:
             data = self._target_data()
             self.table.prepare(
                 self.objective, data, lambda: self.cosine_table(data.confidence_dataloader(), data.num_target_samples)
@@ -221,6 +244,9 @@ class UFTModule(LightningModule):
         return table
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        online = self.online
+        if online is not None and online.resets_before(batch_idx):
+            online.reset(self.adapted_parameters, self._trainer.optimizers[0] if self._trainer else None)
         if self.prompts.ctx.requires_grad:
             text = None  # recomputed every step: gradients flow to the context
         else:  # the context is frozen (tune: visual): the class features never change, encode them once
@@ -228,23 +254,91 @@ class UFTModule(LightningModule):
                 with torch.no_grad():
                     self._frozen_text = self.text_features()
             text = self._frozen_text
+        # Online, the objective's table comes from the zero-shot model on this batch (before this step's forward).
+        zero_shot_image = self._zero_shot_image(batch.images, batch_idx)  # both before the step's forward pass:
+        zero_shot_text = self._zero_shot_text() if self._online_table() else None  # they set parameters in place
+        image = self.image_features(batch.images)
+        text = self.text_features() if text is None else text
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
-        cosine, index = gather_batch(self.cosine(batch.images, text)), gather_batch(batch.index)
+        cosine, index = gather_batch(self.similarity(image, text)), gather_batch(batch.index)
+        zero_shot = None  # online: the zero-shot model's cosine similarities (none: the state is the zero-shot one)
+        if self._online_table() and not online.resets_before(batch_idx):
+            zero_shot_image = image.detach() if zero_shot_image is None else zero_shot_image
+            zero_shot = gather_batch(self.similarity(zero_shot_image, zero_shot_text))
+        if online is not None:  # the stream's last batch is padded: the pads (last) are dropped
+            rows = online.real_rows(batch_idx, len(index), self._target_data().num_target_samples)
+            cosine, index = cosine[:rows], index[:rows]
+            zero_shot = None if zero_shot is None else zero_shot[:rows]
         # Rows that must not train (unreadable images): known on the host, and agreed by every process.
         if any_process(not batch.all_readable or self.table.any_excluded, self.device):
-            keep, found = self.table.trainable(index, gather_batch(batch.readable))
+            keep, found = self.table.trainable(index, gather_batch(batch.readable)[: len(index)])
             if found:
                 self._target_data().report_skipped("target", found)
             cosine, index = cosine[keep], index[keep]
+            zero_shot = None if zero_shot is None else zero_shot[keep]
             if not len(index):
                 return None  # nothing readable in this batch: no step
-        table = self.table.rows(index) if self.objective.needs_table else None
+        if online is not None and online.position(batch_idx)[1] == 0:  # evaluate before adapting
+            online.record.write(index, cosine.detach(), self.ood_score, self.global_step)
+        table = self._table_rows(index, cosine, zero_shot)
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
         groups = self._trainer.optimizers[0].param_groups if self._trainer is not None else []
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         for group in groups:  # plain floats: nothing read from the device
             self.log(f"train/lr_{group['name']}", group["lr"], batch_size=cosine.shape[0])
         return loss
+
+    def _online_table(self) -> bool:
+        return self.online is not None and self.objective.needs_table
+
+    def _table_rows(self, index: Tensor, cosine: Tensor, zero_shot: Tensor | None) -> Tensor | None:
+        """The objective's table rows of this batch: offline, read from the table over the target set; online, made
+        from the zero-shot model's cosine similarities of the batch itself (``zero_shot``; none: the current state
+        is the zero-shot one, so the step's own)."""
+        if not self.objective.needs_table:
+            return None
+        if self.online is None:
+            return self.table.rows(index)
+        return self.objective.prepare(cosine.detach() if zero_shot is None else zero_shot)
+
+    def _zero_shot_image(self, images: Tensor, batch_idx: int) -> Tensor | None:
+        """Online, for the objective's table: image features of the zero-shot model (norm affines at their start),
+        without gradient; ``None`` where the image tower is in its zero-shot state (an episodic batch's first step,
+        or no visual tuning: the step's own features are the zero-shot ones). A forward pass before the step's."""
+        online = self.online
+        visual_tuned = bool(self.visual_norms) and self.visual_norms[0].requires_grad
+        if not self._online_table() or online.resets_before(batch_idx) or not visual_tuned:
+            return None
+        with online.at_start(self.adapted_parameters), torch.no_grad():
+            return self.image_features(images)
+
+    def _zero_shot_text(self) -> Tensor:
+        """Class features of the zero-shot prompts (computed once; not saved: the start is rebuilt from the model's
+        configuration)."""
+        online = self.online
+        if online.zero_shot_text is None:
+            with online.at_start(self.adapted_parameters), torch.no_grad():
+                online.zero_shot_text = self.text_features()
+        return online.zero_shot_text
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        online = self.online
+        if online is not None and online.resets_after(batch_idx):
+            online.reset(self.adapted_parameters, self.trainer.optimizers[0])
+
+    def on_train_epoch_end(self) -> None:
+        data = self.trainer.datamodule
+        if self.online is None or not getattr(data, "target_labeled", False):
+            return
+        # The stream's labels are read here, by evaluation only: training never sees them.
+        segments = data.target_segments() if isinstance(data, TargetStream) else []
+        num_known = len(self.hparams.class_names)
+        splits = self.online.record.metrics(
+            data.target_labels(), segments, num_known, self.ood_score, self.unknown_rule
+        )
+        for split, values in splits.items():
+            for name, value in values.items():
+                self.log(f"{split}/{name}", float(value))
 
     def configure_optimizers(self):
         groups = []
@@ -325,6 +419,8 @@ class UFTModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep_trained(checkpoint, self)
         self.table.save(checkpoint, self.objective)
+        if self.online is not None:
+            self.online.record.save(checkpoint)
         checkpoint[IDENTITY_KEY] = model_identity(self.hparams, self.prompts.n_ctx)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -332,6 +428,8 @@ class UFTModule(LightningModule):
         identity = model_identity(self.hparams, self.prompts.n_ctx)
         check_loadable(checkpoint, identity, set(self.state_dict()), fitting)
         self.table.load(checkpoint)
+        if self.online is not None:
+            self.online.record.load(checkpoint)
 
 
 def check_run(hparams, objective: Objective | None, precision: str, stage: str, data) -> None:

@@ -7,7 +7,7 @@ import heapq
 import sys
 from pathlib import Path
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from uft.atomic_files import write_atomic
@@ -88,3 +88,49 @@ class PredictionCSV(BasePredictionWriter):
         if handle is not None and not handle.closed:
             handle.close()
             self._part.unlink(missing_ok=True)
+
+
+class StreamPredictionCSV(Callback):
+    """An online run's answers (:mod:`uft.online`): ``predictions.csv`` in the run's log folder at the end of the pass,
+    one row per stream image in stream order, each as the model said it *before* learning from its batch.
+
+    Columns as :class:`PredictionCSV`'s, plus ``step``: the optimiser step the image was predicted at (the number of
+    updates before it). The unknown decision (``pred`` ``unknown``, ``pred_id`` -1) applies the model's
+    ``unknown_rule`` to the whole stream's scores, as the ``online`` metrics do. The record it is written from is
+    kept in checkpoints, so a stream killed and resumed writes every row exactly once. An image that could not be
+    read has no row (it is listed in ``skipped_images.txt``). Process 0 writes it; every process holds the record.
+
+    Args:
+        filename: name of the file inside the log directory.
+    """
+
+    COLUMNS = (*PredictionCSV.COLUMNS, "step")
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        self.filename = filename
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        online = getattr(pl_module, "online", None)
+        if online is None or online.record.values is None:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every process reads it
+        if trainer.is_global_zero:
+            self.write(folder / self.filename, online.record.rows(), pl_module, trainer.datamodule)
+
+    def write(self, path: Path, rows: dict, pl_module: LightningModule, data) -> None:
+        names, paths = list(pl_module.hparams.class_names), data.target_paths()
+        threshold = pl_module.unknown_rule.threshold(rows["score"]) if len(rows["score"]) else 0.0
+        known = rows["score"] >= threshold
+
+        def lines(out) -> None:
+            writer = csv.writer(out)
+            writer.writerow(self.COLUMNS)
+            columns = [rows[key].tolist() for key in ("index", "pred", "score", "known_prob", "top5", "step")]
+            for (index, top, score, prob, top5, step), accepted in zip(zip(*columns), known.tolist()):
+                pred_id = top if accepted else -1
+                name = names[top] if accepted else "unknown"
+                top5 = ";".join(names[k] for k in top5)
+                writer.writerow([index, paths[index], name, pred_id, f"{score:.6g}", f"{prob:.6g}", top5, step])
+
+        write_atomic(path, lines)
+        print(f"uft: wrote {len(rows['index'])} stream predictions to {path}", file=sys.stderr, flush=True)

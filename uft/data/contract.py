@@ -11,6 +11,7 @@ from torch import Tensor
 
 from uft.clip import ImagePreprocess
 from uft.data.skipped import SkippedImages
+from uft.online import OnlineAdaptation
 
 
 @runtime_checkable
@@ -59,6 +60,25 @@ class TargetData(Protocol):
     def skipped_indices(self, split: str) -> list[int]:
         """Samples of ``split`` found unreadable so far, also before a resume: they never train."""
         ...
+
+
+@runtime_checkable
+class TargetStream(Protocol):
+    """What an online run's evaluation reads beyond :class:`TargetData`: the segments of the stream (the domains of
+    a continual stream), reported one by one."""
+
+    def target_segments(self) -> list[tuple[str, range]]:
+        """Each segment's name and its sample indices, in stream order; empty when the stream has none."""
+        ...
+
+
+@runtime_checkable
+class OnlineLearner(Protocol):
+    """What the data module reads from the LightningModule at ``setup`` for its training stream: the online
+    protocol (:class:`~uft.online.OnlineAdaptation`: steps per batch, augmentation), or ``None`` for offline
+    epochs."""
+
+    online: OnlineAdaptation | None
 
 
 @runtime_checkable

@@ -13,16 +13,25 @@ from torch.utils.data import DataLoader
 
 from uft.clip import ImagePreprocess
 from uft.data.batch import collate
-from uft.data.contract import ImagePreprocessing
+from uft.data.contract import ImagePreprocessing, OnlineLearner
 from uft.data.datasets import ImageListDataset
-from uft.data.lists import UNLABELED, Sample, read_class_names, sample_keys
+from uft.data.lists import (
+    UNLABELED,
+    Sample,
+    read_class_names,
+    read_list_file,
+    read_segments,
+    sample_keys,
+    segment_of,
+)
 from uft.data.recipes import DataLayout, DataRecipe
-from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, per_process_batch
+from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, StreamSampler, per_process_batch
 from uft.data.skipped import SkippedImages
 from uft.data.splits import ClassSplit
 from uft.data.target_pool import TargetPool, resolve_target_pool
 from uft.data.transforms import eval_transform, train_transform
 from uft.errors import InputError
+from uft.online import OnlineAdaptation
 
 
 def _pool_field(name: str, doc: str) -> property:
@@ -98,6 +107,9 @@ class TargetDataModule(LightningDataModule):
             folder: a local folder or a URL such as ``s3://bucket/prefix`` (credentials from the environment, as the
             storage's client reads them). The held-out or ``paper`` test split is read from them too.
         shard_cache: where chunks of remote shards are kept (default: litdata's cache folder).
+        shuffle: draw a new order of the target set every epoch (training); ``false`` keeps the list's order. An
+            online run (the model's ``online``, :mod:`uft.online`) needs ``false``: it reads the target list once,
+            in its order, as a stream (:class:`~uft.data.samplers.StreamSampler`), the last batch included.
     """
 
     def __init__(
@@ -122,6 +134,7 @@ class TargetDataModule(LightningDataModule):
         predict_list: str | None = None,
         target_shards: str | None = None,
         shard_cache: str | None = None,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.class_names = _class_names(class_names, split, recipe)
@@ -130,7 +143,8 @@ class TargetDataModule(LightningDataModule):
             recipe.target_root(root)
         self.split, self.recipe, self.verify_images = split, recipe, verify_images
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.seed, self.crop_scale = seed, crop_scale
+        self.seed, self.crop_scale, self.shuffle = seed, crop_scale, shuffle
+        self.online: OnlineAdaptation | None = None  # the model's online protocol, read at setup
         self.preprocess: ImagePreprocess | None = None  # the model's, read at setup
         self.skipped_images = SkippedImages(max_skipped)  # the run's unreadable images
         self.skipped_images.warn = rank_zero_warn
@@ -180,6 +194,28 @@ class TargetDataModule(LightningDataModule):
 
     def _eval_samples(self) -> dict[str, list[Sample]]:
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}
+
+    def target_segments(self) -> list[tuple[str, range]]:
+        """The segments of the target stream (the domains of a continual stream, ``# segment NAME`` lines of the
+        target list, :func:`~uft.data.lists.read_segments`), as ranges of target sample indices; a segment whose images
+        are all left out (other classes, held out) is left out too. Empty for a list without segments, a folder or
+        shards."""
+        list_file = _recipe_defaults(self._sources, self.recipe)["train_list"]
+        if not list_file or self.image_dir is None:
+            return []
+        segments = read_segments(list_file)
+        if not segments:
+            return []
+        listed = read_list_file(list_file, self.image_dir, len(self.class_names))
+        named = segment_of(segments, len(listed))
+        segment_by_path = {listed[i].path: name for name, members in named for i in members}
+        names = [segment_by_path[s.path] for s in self.target_samples]
+        bounds = [i for i in range(1, len(names)) if names[i] != names[i - 1]]
+        return [(names[a], range(a, b)) for a, b in zip([0, *bounds], [*bounds, len(names)])]
+
+    def target_paths(self) -> list[str]:
+        """Paths of the target images by sample index, as the list gave them (an online run's predictions)."""
+        return [s.path for s in self.target_samples]
 
     def predict_paths(self) -> list[str]:
         """Paths of the images ``uft predict`` reads, by sample index, as the user gave them (relative to the
@@ -234,6 +270,8 @@ class TargetDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.preprocess is None and self.trainer is not None:  # without a trainer it is set by hand (benches)
             self.preprocess = _model_preprocess(self.trainer.lightning_module)
+            module = self.trainer.lightning_module
+            self.online = module.online if isinstance(module, OnlineLearner) else None
         self.read()
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -261,13 +299,18 @@ class TargetDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def train_dataloader(self) -> DataLoader:
-        images = self.pool.images["target"]
-        dataset = ImageListDataset(
-            self.target_samples, images, train_transform(self.preprocess, self.crop_scale), seed=self.seed
-        )
+        images, online = self.pool.images["target"], self.online
+        augment = online is None or online.augment
+        transform = train_transform(self.preprocess, self.crop_scale) if augment else eval_transform(self.preprocess)
+        dataset = ImageListDataset(self.target_samples, images, transform, seed=self.seed)
         rank, world_size = self._world()
-        groups = images.order_groups([s.path for s in self.target_samples])
-        sampler = GlobalBatchSampler(len(dataset), self.batch_size, self.seed, rank, world_size, groups=groups)
+        if online is not None:
+            sampler = StreamSampler(len(dataset), self.batch_size, rank, world_size, online.steps_per_batch)
+        else:
+            groups = images.order_groups([s.path for s in self.target_samples])
+            sampler = GlobalBatchSampler(
+                len(dataset), self.batch_size, self.seed, rank, world_size, self.shuffle, groups=groups
+            )
         return ResumableLoader(dataset, sampler, **self._loader_options())
 
     def _eval_loaders(self) -> list[DataLoader]:

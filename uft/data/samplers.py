@@ -111,6 +111,41 @@ class GlobalBatchSampler(DistributedSampler):
         return iter(keys)
 
 
+class StreamSampler(GlobalBatchSampler):
+    """The online stream: every sample once, in sample-index order (the list's), cut into global batches of
+    ``batch_size`` as for training, each served ``repeats`` times in a row (one optimiser step each).
+
+    The last global batch, when the stream does not fill it, is padded to a full one by repeating the stream's last
+    sample, so that every process holds equal batches on any number of processes; the pads come last in the global
+    batch, and the consumer drops them (:meth:`uft.online.OnlineAdaptation.real_rows`). The order depends on
+    nothing but the list. Resuming in the middle of the pass (``skip_batches``) works as for training.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: the global batch size (all processes together).
+        rank: this process's global rank.
+        world_size: number of processes.
+        repeats: how many times each global batch is served.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1, repeats: int = 1):
+        super().__init__(num_samples, batch_size, seed=0, rank=rank, world_size=world_size, shuffle=False)
+        self.repeats = repeats
+        self.stream_batches = -(-num_samples // batch_size)
+        self.num_batches = self.stream_batches * repeats  # global batches served, repetitions included
+        self.layout = f"stream x{repeats}"
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        first, self.skip_batches = self.skip_batches, 0
+        b, keys = self.local_batch_size, []
+        for served in range(first, self.num_batches):
+            start = served // self.repeats * self.batch_size
+            members = list(range(start, min(start + self.batch_size, self.num_samples)))
+            members += [members[-1]] * (self.batch_size - len(members))
+            keys.extend((i, self.epoch) for i in members[self.rank * b : (self.rank + 1) * b])
+        return iter(keys)
+
+
 class ResumableLoader(DataLoader):
     """The training ``DataLoader`` over a :class:`GlobalBatchSampler` that knows its place in the epoch.
 
