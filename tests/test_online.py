@@ -17,7 +17,7 @@ from uft.data.lists import read_list_file
 from uft.data.samplers import StreamSampler
 from uft.scores import MSP
 
-from .args import ROOT, demo_args
+from .args import ROOT, data_args, demo_args
 from .helpers import one_line
 from .reference import open_set_metrics_ref
 
@@ -195,8 +195,7 @@ def test_a_segmented_stream_is_reported_per_segment(shapes_dir, tmp_path):
     classes, are left out of the stream): metrics.json holds ``online.<segment>`` beside ``online``, each the
     open-set metrics of that segment's predictions."""
     lines = (shapes_dir / "target.txt").read_text().splitlines()
-    listed = tmp_path / "segmented.txt"
-    listed.write_text("\n".join(["# segment first", *lines[:20], "# segment second", *lines[20:]]) + "\n")
+    listed = segmented_list(shapes_dir, tmp_path)
     cli = cli_main(online_args(shapes_dir, tmp_path, "--data.batch_size=8", f"--data.train_list={listed}"), run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
@@ -213,3 +212,37 @@ def test_a_segmented_stream_is_reported_per_segment(shapes_dir, tmp_path):
         known_hits = [hit for hit, is_known in zip(hits, known.tolist()) if is_known]
         assert metrics[split]["gacc"] == pytest.approx(sum(known_hits) / len(known_hits), abs=1e-6)
     assert metrics["online"]["samples"] == TARGETS
+
+
+def segmented_list(data: Path, folder: Path) -> Path:
+    """The tiny target list cut into two segments after its 20th line."""
+    lines = (data / "target.txt").read_text().splitlines()
+    listed = folder / "segmented.txt"
+    listed.write_text("\n".join(["# segment first", *lines[:20], "# segment second", *lines[20:]]) + "\n")
+    return listed
+
+
+def test_the_comparison_runner_tables_an_online_comparison(shapes_dir, tmp_path):
+    """With the online overlay among its configs the runner's table is the stream's PACC, AUROC and HM overall and per
+    segment, then the test split's after the pass. A trained row's online values are its fit's; the zero-shot row's
+    are its target split's (a model that never changes predicts the stream as it predicts that split), per segment
+    too: the evaluation of a segmented target split reports each segment."""
+    from uft.harness.compare import compare, markdown_table
+
+    extra = [
+        *data_args(shapes_dir),
+        "--data.eval_batch_size=64",
+        "--data.batch_size=8",
+        f"--data.train_list={segmented_list(shapes_dir, tmp_path)}",
+    ]
+    methods = [ROOT / "configs" / "method" / f"{name}.yaml" for name in ("zeroshot", "ent")]
+    rows = compare([str(ROOT / "tests" / "tiny.yaml"), *ONLINE[1:]], methods, tmp_path / "out", extra)
+    zero_shot, ent = rows
+    splits = ["online", "online.first", "online.second", "test"]
+    head = markdown_table(rows).splitlines()[0]
+    assert head == "| method | " + " | ".join(f"{s} {m}" for s in splits for m in ("PACC", "AUROC", "HM")) + " |"
+    for split in ("", ".first", ".second"):
+        assert zero_shot.metrics["online" + split] == zero_shot.metrics["target" + split]
+    counts = [ent.metrics[split]["samples"] for split in splits[:3]]
+    assert counts[0] == counts[1] + counts[2] == TARGETS
+    assert ent.metrics["online"]["pacc"] != zero_shot.metrics["online"]["pacc"]  # ENT adapted along the stream

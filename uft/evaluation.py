@@ -36,9 +36,13 @@ class SplitEvaluation(nn.Module):
         self.names = list(splits or EVAL_SPLITS)  # by dataloader index
         self.results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self.unreadable = UnreadableSeen()  # unreadable images met in this pass (or a prediction)
+        self.segments: dict[str, list[tuple[str, range]]] = {}  # of the splits cut into segments
+        self.num_known, self.ood_score, self.unknown_rule = num_known, ood_score, unknown_rule
 
-    def serve(self, served: list[str]) -> None:
-        """The data's evaluation splits, in dataloader order; configured names, when given, must agree."""
+    def serve(self, served: list[str], segments: dict[str, list[tuple[str, range]]] | None = None) -> None:
+        """The data's evaluation splits, in dataloader order; configured names, when given, must agree. A split cut
+        into ``segments`` (the domains of a continual stream: name and sample indices) is also reported per segment,
+        as the split ``<split>.<segment>``."""
         served = list(served)
         if self.configured is not None and served != self.configured:
             raise InputError(
@@ -46,19 +50,30 @@ class SplitEvaluation(nn.Module):
                 "model.eval_splits unset (the data declares its splits)"
             )
         self.names = served
+        self.segments = {split: list(cut) for split, cut in (segments or {}).items() if cut}
+        for split, cut in self.segments.items():
+            for name, _ in cut:
+                key = _segment_key(split, name)
+                if key not in self.metrics:
+                    self.metrics[key] = OpenSetMetrics(self.num_known, self.ood_score, self.unknown_rule)
 
     def readable(self, dataloader_idx: int, batch: Batch) -> tuple[str, Batch]:
         """The split of dataloader ``dataloader_idx`` and its ``batch`` without unreadable images (remembered)."""
         split = self.names[dataloader_idx]
         return split, self.unreadable.readable(split, batch)
 
-    def update(self, split: str, scores: Tensor, labels: Tensor) -> None:
+    def update(self, split: str, scores: Tensor, labels: Tensor, index: Tensor | None = None) -> None:
+        """One batch of ``split``: class scores, labels and (for a split cut into segments) sample indices."""
         if not torch.isfinite(scores).all():
             raise InputError(
                 f"the model gives non-finite scores on the {split} split: its parameters are not finite (a diverged "
                 "run's checkpoint?); no metric can be computed from them"
             )
         self.metrics[split].update(scores, labels)
+        for name, members in self.segments.get(split, []) if index is not None else []:
+            inside = (index >= members.start) & (index < members.stop)
+            if bool(inside.any()):
+                self.metrics[_segment_key(split, name)].update(scores[inside], labels[inside])
 
     def compute(self, keep: bool = True) -> dict[str, dict[str, Tensor]]:
         """Every split's metrics (a collective: every process calls it, also for a split it got no batch of), the
@@ -68,7 +83,15 @@ class SplitEvaluation(nn.Module):
             if keep:
                 computed = metric.compute()
                 if computed["samples"]:
-                    values[split] = computed
-                    self.results[split] = metric.last
+                    values[split.replace(SEGMENT_MARK, ".")] = computed
+                    if SEGMENT_MARK not in split:  # pictures are of whole splits
+                        self.results[split] = metric.last
             metric.reset()
         return values
+
+
+SEGMENT_MARK = "|"  # between split and segment in the metrics' keys (a module name cannot hold the reported ".")
+
+
+def _segment_key(split: str, segment: str) -> str:
+    return f"{split}{SEGMENT_MARK}{segment}"

@@ -204,7 +204,8 @@ class UFTModule(LightningModule):
                 self.online, self.objective, trainer.max_epochs, trainer.max_steps, getattr(data, "shuffle", False)
             )
         if isinstance(data, TargetData):
-            self.evaluation.serve(data.eval_splits)
+            segments = {"target": data.target_segments()} if isinstance(data, TargetStream) else {}
+            self.evaluation.serve(data.eval_splits, segments)
 
     def on_train_start(self) -> None:
         (config,) = self.trainer.lr_scheduler_configs
@@ -373,7 +374,7 @@ class UFTModule(LightningModule):
     def _eval_step(self, batch: Batch, dataloader_idx: int) -> None:
         split, batch = self.evaluation.readable(dataloader_idx, batch)
         if len(batch):
-            self.evaluation.update(split, self.cosine(batch.images, self._eval_text), batch.labels)
+            self.evaluation.update(split, self.cosine(batch.images, self._eval_text), batch.labels, batch.index)
 
     def _eval_end(self) -> None:
         self._report_unreadable()

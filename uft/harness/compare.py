@@ -56,6 +56,7 @@ from uft.metrics import METRIC_NAMES
 from uft.quiet import quiet_lightning
 
 ZERO_SHOT, UEO = "zeroshot", "ueo"  # the references of the paired differences, by method config name
+ONLINE, ONLINE_METRICS = "online", ("pacc", "auroc", "hm")  # an online comparison's splits and columns
 
 
 class _RunnerQuiet(logging.Filter):
@@ -144,12 +145,19 @@ def run_method(base: list[str], method: Path, out: Path, extra: list[str], seed:
     if trained:  # each comparison trains afresh: a rerun into the same folder replaces the earlier checkpoint
         trainer.fit(model, datamodule=data)
         ckpt_path = trainer.checkpoint_callback.last_model_path
+    # An online run's stream metrics are the fit's (its predictions before each update); then the adapted model's test.
+    streamed = {k: float(v) for k, v in trainer.callback_metrics.items() if trained and k.startswith(ONLINE)}
     results = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     metrics: dict[str, dict[str, float | None]] = {}
-    for logged in results:  # one dict per evaluation split's loader; keys "<split>/<metric>"
+    for logged in [streamed, *results]:  # one dict per evaluation split's loader; keys "<split>/<metric>"
         for key, value in logged.items():
             split, _, name = key.partition("/")
             metrics.setdefault(split, {})[name] = None if math.isnan(value) else float(value)
+    if not trained and getattr(model, "online", None) is not None:
+        # A model that never changes predicts every stream image as it does in the target split (per segment too).
+        metrics.update(
+            {ONLINE + split[len("target") :]: v for split, v in metrics.items() if split.startswith("target")}
+        )
     log_dir = Path(trainer.log_dir)
     done = "trained and tested" if trained else "tested"
     print(f"uft compare: {method.stem}: {done} in {time.monotonic() - start:.0f} s ({log_dir})", flush=True)
@@ -169,8 +177,14 @@ def run_seeds(base: list[str], method: Path, out: Path, extra: list[str], seeds:
     return rows
 
 
-def columns() -> list[tuple[str, str]]:
-    return [(split, metric) for split in EVAL_SPLITS for metric in METRIC_NAMES]
+def columns(rows: list[Row]) -> list[tuple[str, str]]:
+    """The tables' columns: each evaluation split's metrics; for an online comparison (rows with an ``online``
+    split), PACC, AUROC and HM of the stream's predictions overall and per segment, then of the test split after
+    the pass."""
+    online = [split for row in rows for split in row.metrics if split == ONLINE or split.startswith(f"{ONLINE}.")]
+    if not online:
+        return [(split, metric) for split in EVAL_SPLITS for metric in METRIC_NAMES]
+    return [(split, metric) for split in [*dict.fromkeys(online), "test"] for metric in ONLINE_METRICS]
 
 
 def _value(row: Row, split: str, metric: str) -> float | None:
@@ -182,14 +196,14 @@ def _table(head: list[str], body: list[list[str]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(cells) + " |" for cells in body)])
 
 
-def _metric_head() -> list[str]:
-    return [f"{split} {metric.upper()}" for split, metric in columns()]
+def _metric_head(rows: list[Row]) -> list[str]:
+    return [f"{split} {metric.upper()}" for split, metric in columns(rows)]
 
 
 def markdown_table(rows: list[Row]) -> str:
     """Metrics in percent, one row per method; FPR95 is better when lower, every other column when higher."""
-    body = [[row.label, *(percent(_value(row, split, metric)) for split, metric in columns())] for row in rows]
-    return _table(["method", *_metric_head()], body)
+    body = [[row.label, *(percent(_value(row, split, metric)) for split, metric in columns(rows))] for row in rows]
+    return _table(["method", *_metric_head(rows)], body)
 
 
 def by_method(rows: list[Row]) -> dict[str, list[Row]]:
@@ -204,19 +218,26 @@ def spread_table(rows: list[Row]) -> str:
     """Mean ± sample standard deviation over the seeds, in percent, one row per method; a seed-free method's value
     alone."""
     body = [
-        [group[0].label, *(spread_cell([_value(row, split, metric) for row in group]) for split, metric in columns())]
+        [
+            group[0].label,
+            *(spread_cell([_value(row, split, metric) for row in group]) for split, metric in columns(rows)),
+        ]
         for group in by_method(rows).values()
     ]
-    return _table(["method", *_metric_head()], body)
+    return _table(["method", *_metric_head(rows)], body)
 
 
 def seed_table(rows: list[Row]) -> str:
     """Every run: a row per method and seed; ``any`` for a seed-free row."""
     body = [
-        [row.label, "any" if row.seed is None else str(row.seed), *(percent(_value(row, s, m)) for s, m in columns())]
+        [
+            row.label,
+            "any" if row.seed is None else str(row.seed),
+            *(percent(_value(row, s, m)) for s, m in columns(rows)),
+        ]
         for row in rows
     ]
-    return _table(["method", "seed", *_metric_head()], body)
+    return _table(["method", "seed", *_metric_head(rows)], body)
 
 
 def _at_seeds(group: list[Row], seeds: list[int | None]) -> list[Row | None]:
@@ -247,12 +268,12 @@ def difference_table(rows: list[Row]) -> str:
                 continue
             paired = _at_seeds(groups[reference], seeds)
             cells = []
-            for split, metric in columns():
+            for split, metric in columns(rows):
                 ours = [_value(row, split, metric) for row in group]
                 theirs = [None if row is None else _value(row, split, metric) for row in paired]
                 cells.append(difference_cell(paired_differences(ours, theirs)))
             body.append([group[0].label, reference, *cells])
-    return _table(["method", "minus", *_metric_head()], body) if body else ""
+    return _table(["method", "minus", *_metric_head(rows)], body) if body else ""
 
 
 SPREAD_CAPTION = (
@@ -289,10 +310,10 @@ def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
     handle = io.StringIO()
     writer = csv.writer(handle)
     seed_head = ["seed"] if seeds else []
-    writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns())])
+    writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns(rows))])
     for row in rows:
         seed = ["" if row.seed is None else row.seed] if seeds else []
-        values = [_value(row, split, metric) for split, metric in columns()]
+        values = [_value(row, split, metric) for split, metric in columns(rows)]
         writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
     write_atomic(path, lambda f: f.write(handle.getvalue()))
 
