@@ -5,14 +5,16 @@ On one random-initialised open_clip architecture, one batch of random images and
 - ``uft``: ``UFTModule.training_step`` (UEO, prompt context and visual norm affines trained) plus backward and
   optimiser step: the text tower runs only up to the longest prompt's end-of-text token;
 - ``uft chunked``: the same with ``text_chunk_size`` (activation checkpointing of the text tower);
+- ``uft online``: the same step adapting online (``OnlineAdaptation``, continual): UEO's weights come from the
+  zero-shot model's cosines on the batch, one more image-tower forward without gradient per step;
 - ``reference``: the same step with the class prompts encoded over the full context (77 tokens), as prompt-learning
   code usually does;
 - ``image only``: forward and backward of the image tower for the batch (norm affines trained): the limit.
 
 and evaluation throughput: the module's scoring of a batch against cached class features vs a plain
-``encode_image`` loop. Prints one Markdown table: milliseconds per step, images per second, the ratios, and the
-activations kept for the backward pass (bytes of the tensors autograd saves; on CUDA also the peak allocated
-memory). Run from the repository root::
+``encode_image`` loop. Prints one Markdown table: milliseconds per step, images per second, the ratios (to the
+reference, the image tower alone and the ``uft`` step), and the activations kept for the backward pass (bytes of
+the tensors autograd saves; on CUDA also the peak allocated memory). Run from the repository root::
 
     python bench/step_bench.py                      # CPU: ViT-B-32, batch 32, K = 65 and 345 (a few minutes)
     python bench/step_bench.py --device cuda --precision bf16-mixed --model ViT-B-16 --batch 64 256
@@ -35,6 +37,7 @@ from uft.clip import pooled_length
 from uft.data.batch import Batch
 from uft.module import UFTModule
 from uft.objectives import UEO
+from uft.online import OnlineAdaptation
 
 OFFICE_HOME = Path(__file__).resolve().parents[1] / "data" / "officehome" / "classes.txt"
 NOUNS = (
@@ -176,6 +179,12 @@ def measure(args, batch: int, k: int, device: torch.device, autocast) -> list[di
         module.hparams.text_chunk_size = args.chunk
         measured["uft chunked"] = run()
         module.hparams.text_chunk_size = None
+    if "online" in args.rows:  # what the constructor and on_train_start do, over a stream of this one batch
+        module.online = OnlineAdaptation()
+        module.online.keep_start(module.adapted_parameters)
+        module.online.record.start(batch, k, device)
+        measured["uft online"] = run()  # the zero-shot class features are computed once, in the warm-up
+        module.online = None
     if "reference" in args.rows:
         module.text_length = module.prompts.tokens.shape[1]  # the full context: the reference-style step
         measured["reference"] = run()
@@ -189,6 +198,7 @@ def measure(args, batch: int, k: int, device: torch.device, autocast) -> list[di
 
     limit = measured["image only"][0]
     reference = measured["reference"][0] if "reference" in measured else float("nan")
+    offline = measured["uft"][0] if "uft" in measured else float("nan")
     rows = [
         {
             "batch": batch,
@@ -199,6 +209,8 @@ def measure(args, batch: int, k: int, device: torch.device, autocast) -> list[di
             "images_per_s": batch / seconds,
             "vs_reference": seconds / reference,
             "vs_image_only": seconds / limit,
+            "vs_uft": seconds / offline,
+            "uft_images_per_s": batch / offline,
             "saved_mb": saved / 1e6,
             "peak_mb": peak / 1e6,
         }
@@ -232,21 +244,23 @@ def measure(args, batch: int, k: int, device: torch.device, autocast) -> list[di
 
 def table(results: list[dict]) -> list[str]:
     lines = [
-        "| batch | K | step | text positions | ms/step | images/s | vs reference | vs image only | "
+        "| batch | K | step | text positions | ms/step | images/s | vs reference | vs image only | vs uft | "
         "kept for backward (MB) | peak (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r["row"] == "evaluation":
             lines.append(
                 f"| {r['batch']} | {r['classes']} | evaluation | | | {r['images_per_s']:.1f} (plain encode_image "
-                f"{r['plain_images_per_s']:.1f}: {r['vs_plain']:.2f}x) | | | | |"
+                f"{r['plain_images_per_s']:.1f}: {r['vs_plain']:.2f}x) | | | | | |"
             )
         else:
+            # A stream's throughput beside the offline step's on the same batch.
+            beside = f" (offline {r['uft_images_per_s']:.1f})" if r["row"] == "uft online" else ""
             lines.append(
                 f"| {r['batch']} | {r['classes']} | {r['row']} | {r['text_positions'] or ''} | "
-                f"{r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['vs_reference']:.2f}x | "
-                f"{r['vs_image_only']:.2f}x | {r['saved_mb']:.0f} | {r['peak_mb']:.0f} |"
+                f"{r['ms_per_step']:.0f} | {r['images_per_s']:.1f}{beside} | {r['vs_reference']:.2f}x | "
+                f"{r['vs_image_only']:.2f}x | {r['vs_uft']:.2f}x | {r['saved_mb']:.0f} | {r['peak_mb']:.0f} |"
             )
     return lines
 
@@ -265,7 +279,10 @@ def main() -> None:
     parser.add_argument("--ckpt-model", default="ViT-B-16", help="architecture of the checkpoint-size line")
     parser.add_argument("--json", type=Path, help="also write every number here")
     parser.add_argument(
-        "--rows", nargs="+", default=["uft", "chunked", "reference", "eval"], help="rows besides 'image only'"
+        "--rows",
+        nargs="+",
+        default=["uft", "chunked", "online", "reference", "eval"],
+        help="rows besides 'image only' (online: 'uft online')",
     )
     parser.add_argument("--multiple", type=int, default=1, help="round the text positions up to this multiple")
     args = parser.parse_args()

@@ -267,7 +267,8 @@ class UFTModule(LightningModule):
             zero_shot_image = image.detach() if zero_shot_image is None else zero_shot_image
             zero_shot = gather_batch(self.similarity(zero_shot_image, zero_shot_text))
         if online is not None:  # the stream's last batch is padded: the pads (last) are dropped
-            rows = online.real_rows(batch_idx, len(index), self._target_data().num_target_samples)
+            # The record spans the target set (started in on_train_start), so a step needs no trainer (the bench's).
+            rows = online.real_rows(batch_idx, len(index), online.record.num_samples)
             cosine, index = cosine[:rows], index[:rows]
             zero_shot = None if zero_shot is None else zero_shot[:rows]
         # Rows that must not train (unreadable images): known on the host, and agreed by every process.

@@ -157,6 +157,11 @@ class StreamRecord(nn.Module):
             "step": torch.full((num_samples,), -1, device=device, dtype=torch.long),
         }
 
+    @property
+    def num_samples(self) -> int:
+        """How many samples the stream has (once :meth:`start` ran: the target set's)."""
+        return len(self.values["step"])
+
     @torch.no_grad()
     def write(self, index: Tensor, cosine: Tensor, score: OODScore, step: int) -> None:
         """The predictions of these samples from their cosine similarities (N, K), made at optimiser ``step``."""
