@@ -246,3 +246,14 @@ def test_the_comparison_runner_tables_an_online_comparison(shapes_dir, tmp_path)
     counts = [ent.metrics[split]["samples"] for split in splits[:3]]
     assert counts[0] == counts[1] + counts[2] == TARGETS
     assert ent.metrics["online"]["pacc"] != zero_shot.metrics["online"]["pacc"]  # ENT adapted along the stream
+
+
+def test_an_offline_comparison_on_a_segmented_stream_tables_the_target_split_per_segment():
+    """Offline, the stream's numbers are the target split's (the final model on every stream image), per segment."""
+    from uft.harness.compare import Row, columns
+
+    split = {"pacc": 0.5, "auroc": 0.5, "hm": 0.5}
+    row = Row("ueo", False, {"test": split, "target": split, "target.a": split, "target.b": split})
+    assert [s for s, m in columns([row]) if m == "pacc"] == ["target", "target.a", "target.b", "test"]
+    plain = Row("ueo", False, {"test": split, "target": split})
+    assert columns([plain]) == [(s, m) for s in ("test", "target") for m in ("pacc", "gacc", "auroc", "fpr95", "hm")]

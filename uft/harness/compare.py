@@ -178,13 +178,15 @@ def run_seeds(base: list[str], method: Path, out: Path, extra: list[str], seeds:
 
 
 def columns(rows: list[Row]) -> list[tuple[str, str]]:
-    """The tables' columns: each evaluation split's metrics; for an online comparison (rows with an ``online``
-    split), PACC, AUROC and HM of the stream's predictions overall and per segment, then of the test split after
-    the pass."""
+    """The tables' columns: each evaluation split's metrics; for a stream (rows with an ``online`` split, or a target
+    split cut into segments), PACC, AUROC and HM of the stream overall and per segment (``online``: the predictions
+    made before each update; else ``target``: the final model's), then of the test split."""
     online = [split for row in rows for split in row.metrics if split == ONLINE or split.startswith(f"{ONLINE}.")]
-    if not online:
+    segments = [split for row in rows for split in row.metrics if split.startswith("target.")]
+    stream = online or (["target", *segments] if segments else [])
+    if not stream:
         return [(split, metric) for split in EVAL_SPLITS for metric in METRIC_NAMES]
-    return [(split, metric) for split in [*dict.fromkeys(online), "test"] for metric in ONLINE_METRICS]
+    return [(split, metric) for split in [*dict.fromkeys(stream), "test"] for metric in ONLINE_METRICS]
 
 
 def _value(row: Row, split: str, metric: str) -> float | None:
