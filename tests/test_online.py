@@ -257,3 +257,16 @@ def test_an_offline_comparison_on_a_segmented_stream_tables_the_target_split_per
     assert [s for s, m in columns([row]) if m == "pacc"] == ["target", "target.a", "target.b", "test"]
     plain = Row("ueo", False, {"test": split, "target": split})
     assert columns([plain]) == [(s, m) for s in ("test", "target") for m in ("pacc", "gacc", "auroc", "fpr95", "hm")]
+
+
+@pytest.mark.parametrize("objective", ["UPL", "POUF", "IM", "ENT"])
+def test_every_objective_without_labels_runs_online(shapes_dir, tmp_path, objective):
+    """UPL's pseudo-labels come from each batch's zero-shot scores (its top_k per class within the batch); IM, ENT
+    and POUF run unchanged. Every stream image is predicted once and the parameters move."""
+    extra = ["--data.batch_size=8", f"--model.objective=uft.objectives.{objective}"]
+    cli = cli_main(online_args(shapes_dir, tmp_path, *extra), run=False)
+    start = [p.detach().clone() for p in cli.model.adapted_parameters]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert [int(r["index"]) for r in predictions(tmp_path)] == list(range(TARGETS))
+    moved = max(float((p.detach() - s).abs().max()) for p, s in zip(cli.model.adapted_parameters, start))
+    assert moved > 1e-4

@@ -106,13 +106,8 @@ class OpenSetMetrics(Metric):
             raise ValueError(f"expected scores over {self.num_known} known classes, got shape {tuple(logits.shape)}")
         if not torch.isfinite(logits).all():  # NaN would sort as the largest score: a "perfect" detector
             raise ValueError("OpenSetMetrics: scores must be finite (NaN or inf cannot be ranked)")
-        self.update_scored(self.score(logits), logits.argmax(dim=-1), labels)
-
-    def update_scored(self, ood: Tensor, preds: Tensor, labels: Tensor) -> None:
-        """``update`` from what it derives of the class scores: each sample's OOD ``score`` and top class (for
-        predictions recorded earlier, e.g. along an online stream)."""
-        self.ood.append(ood)
-        self.preds.append(preds.float())
+        self.ood.append(self.score(logits))
+        self.preds.append(logits.argmax(dim=-1).float())
         self.labels.append(labels.float())
 
     def compute(self) -> dict[str, float]:
@@ -120,36 +115,42 @@ class OpenSetMetrics(Metric):
         if len(self.labels) == 0:  # no sample on any process: an empty list, or an empty tensor after the sync
             return {**dict.fromkeys(METRIC_NAMES + DECISION_NAMES, float("nan")), "samples": 0}
         ood, preds, labels = dim_zero_cat(self.ood), dim_zero_cat(self.preds).long(), dim_zero_cat(self.labels).long()
-        known = labels < self.num_known
-        correct = (preds == labels) & known
-        per_class_hits = torch.bincount(labels[known], weights=correct[known].double(), minlength=self.num_known)
-        per_class_count = torch.bincount(labels[known], minlength=self.num_known).double()
-        present = per_class_count > 0
-        pacc = float((per_class_hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
-        gacc = float(correct.sum().double() / known.sum()) if known.any() else float("nan")
-        auroc = binary_auroc(ood, known)
-        fpr95 = fpr_at_tpr(ood, known, 0.95)
-        hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")
-        threshold = self.rule.threshold(ood)
-        accepted = ood.double() >= threshold
-        hits = torch.bincount(labels[known], weights=(correct & accepted)[known].double(), minlength=self.num_known)
-        known_acc = float((hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
-        unknown_acc = float((~accepted[~known]).double().mean()) if (~known).any() else float("nan")
-        hscore = _harmonic(known_acc, unknown_acc)
+        values = open_set_values(ood, preds, labels, self.num_known, self.rule)
         # The per-sample values behind the numbers (over all processes), for pictures of this evaluation.
-        self.last = {"ood": ood.cpu(), "preds": preds.cpu(), "labels": labels.cpu(), "threshold": threshold}
-        return {
-            "pacc": pacc,
-            "gacc": gacc,
-            "auroc": auroc,
-            "fpr95": fpr95,
-            "hm": hm,
-            "known_acc": known_acc,
-            "unknown_acc": unknown_acc,
-            "hscore": hscore,
-            "threshold": threshold,
-            "samples": labels.numel(),
-        }
+        self.last = {"ood": ood.cpu(), "preds": preds.cpu(), "labels": labels.cpu(), "threshold": values["threshold"]}
+        return values
+
+
+def open_set_values(ood: Tensor, preds: Tensor, labels: Tensor, num_known: int, rule: ThresholdRule) -> dict:
+    """The metrics of :class:`OpenSetMetrics` from every sample's OOD score, top class and label (at least one
+    sample): the functional core, also for predictions recorded earlier (an online stream's)."""
+    known = labels < num_known
+    correct = (preds == labels) & known
+    per_class_hits = torch.bincount(labels[known], weights=correct[known].double(), minlength=num_known)
+    per_class_count = torch.bincount(labels[known], minlength=num_known).double()
+    present = per_class_count > 0
+    pacc = float((per_class_hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
+    gacc = float(correct.sum().double() / known.sum()) if known.any() else float("nan")
+    auroc = binary_auroc(ood, known)
+    fpr95 = fpr_at_tpr(ood, known, 0.95)
+    hm = 2 * pacc * auroc / (pacc + auroc) if pacc + auroc > 0 else float("nan")
+    threshold = rule.threshold(ood)
+    accepted = ood.double() >= threshold
+    hits = torch.bincount(labels[known], weights=(correct & accepted)[known].double(), minlength=num_known)
+    known_acc = float((hits[present] / per_class_count[present]).mean()) if present.any() else float("nan")
+    unknown_acc = float((~accepted[~known]).double().mean()) if (~known).any() else float("nan")
+    return {
+        "pacc": pacc,
+        "gacc": gacc,
+        "auroc": auroc,
+        "fpr95": fpr95,
+        "hm": hm,
+        "known_acc": known_acc,
+        "unknown_acc": unknown_acc,
+        "hscore": _harmonic(known_acc, unknown_acc),
+        "threshold": threshold,
+        "samples": labels.numel(),
+    }
 
 
 def _harmonic(a: float, b: float) -> float:

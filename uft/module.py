@@ -245,32 +245,20 @@ class UFTModule(LightningModule):
         return table
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
-        online = self.online
-        if online is not None and online.resets_before(batch_idx):
-            online.reset(self.adapted_parameters, self._trainer.optimizers[0] if self._trainer else None)
-        if self.prompts.ctx.requires_grad:
-            text = None  # recomputed every step: gradients flow to the context
-        else:  # the context is frozen (tune: visual): the class features never change, encode them once
-            if self._frozen_text is None:
-                with torch.no_grad():
-                    self._frozen_text = self.text_features()
-            text = self._frozen_text
-        # Online, the objective's table comes from the zero-shot model on this batch (before this step's forward).
-        zero_shot_image = self._zero_shot_image(batch.images, batch_idx)  # both before the step's forward pass:
-        zero_shot_text = self._zero_shot_text() if self._online_table() else None  # they set parameters in place
-        image = self.image_features(batch.images)
-        text = self.text_features() if text is None else text
+        online, optimizer = self.online, self._trainer.optimizers[0] if self._trainer is not None else None
+        # Online: the episodic reset, and the zero-shot features for the objective's table (before the forward pass).
+        zero_shot_image, zero_shot_text = (
+            online.before_step(self, batch, batch_idx, optimizer) if online else (None,) * 2
+        )
+        image, text = self.image_features(batch.images), self._training_text()
         # The objective sees the global batch: the same loss on every process (see uft.distributed).
         cosine, index = gather_batch(self.similarity(image, text)), gather_batch(batch.index)
-        zero_shot = None  # online: the zero-shot model's cosine similarities (none: the state is the zero-shot one)
-        if self._online_table() and not online.resets_before(batch_idx):
+        zero_shot = None
+        if zero_shot_text is not None:  # the tower at its zero-shot state: the step's own image features
             zero_shot_image = image.detach() if zero_shot_image is None else zero_shot_image
             zero_shot = gather_batch(self.similarity(zero_shot_image, zero_shot_text))
         if online is not None:  # the stream's last batch is padded: the pads (last) are dropped
-            # The record spans the target set (started in on_train_start), so a step needs no trainer (the bench's).
-            rows = online.real_rows(batch_idx, len(index), online.record.num_samples)
-            cosine, index = cosine[:rows], index[:rows]
-            zero_shot = None if zero_shot is None else zero_shot[:rows]
+            cosine, index, zero_shot = online.real_rows(batch_idx, cosine, index, zero_shot)
         # Rows that must not train (unreadable images): known on the host, and agreed by every process.
         if any_process(not batch.all_readable or self.table.any_excluded, self.device):
             keep, found = self.table.trainable(index, gather_batch(batch.readable)[: len(index)])
@@ -280,67 +268,40 @@ class UFTModule(LightningModule):
             zero_shot = None if zero_shot is None else zero_shot[keep]
             if not len(index):
                 return None  # nothing readable in this batch: no step
-        if online is not None and online.position(batch_idx)[1] == 0:  # evaluate before adapting
-            online.record.write(index, cosine.detach(), self.ood_score, self.global_step)
-        table = self._table_rows(index, cosine, zero_shot)
+        if online is not None:  # evaluate before adapting
+            online.predicted(batch_idx, index, cosine.detach(), self.ood_score, self.global_step)
+        if not self.objective.needs_table:
+            table = None
+        else:  # offline, rows of the table over the target set; online, made from the batch's zero-shot scores
+            table = self.table.rows(index) if online is None else self.objective.prepare(zero_shot)
         loss = self.objective(self.hparams.logit_scale * cosine, table, cosine=cosine)
-        groups = self._trainer.optimizers[0].param_groups if self._trainer is not None else []
+        groups = optimizer.param_groups if optimizer is not None else []
         self.log("train/loss", loss, prog_bar=True, batch_size=cosine.shape[0])
         for group in groups:  # plain floats: nothing read from the device
             self.log(f"train/lr_{group['name']}", group["lr"], batch_size=cosine.shape[0])
         return loss
 
-    def _online_table(self) -> bool:
-        return self.online is not None and self.objective.needs_table
-
-    def _table_rows(self, index: Tensor, cosine: Tensor, zero_shot: Tensor | None) -> Tensor | None:
-        """The objective's table rows of this batch: offline, read from the table over the target set; online, made
-        from the zero-shot model's cosine similarities of the batch itself (``zero_shot``; none: the current state
-        is the zero-shot one, so the step's own)."""
-        if not self.objective.needs_table:
-            return None
-        if self.online is None:
-            return self.table.rows(index)
-        return self.objective.prepare(cosine.detach() if zero_shot is None else zero_shot)
-
-    def _zero_shot_image(self, images: Tensor, batch_idx: int) -> Tensor | None:
-        """Online, for the objective's table: image features of the zero-shot model (norm affines at their start),
-        without gradient; ``None`` where the image tower is in its zero-shot state (an episodic batch's first step,
-        or no visual tuning: the step's own features are the zero-shot ones). A forward pass before the step's."""
-        online = self.online
-        visual_tuned = bool(self.visual_norms) and self.visual_norms[0].requires_grad
-        if not self._online_table() or online.resets_before(batch_idx) or not visual_tuned:
-            return None
-        with online.at_start(self.adapted_parameters), torch.no_grad():
-            return self.image_features(images)
-
-    def _zero_shot_text(self) -> Tensor:
-        """Class features of the zero-shot prompts (computed once; not saved: the start is rebuilt from the model's
-        configuration)."""
-        online = self.online
-        if online.zero_shot_text is None:
-            with online.at_start(self.adapted_parameters), torch.no_grad():
-                online.zero_shot_text = self.text_features()
-        return online.zero_shot_text
+    def _training_text(self) -> Tensor:
+        if self.prompts.ctx.requires_grad:
+            return self.text_features()  # recomputed every step: gradients flow to the context
+        if self._frozen_text is None:  # the context is frozen (tune: visual): the class features never change
+            with torch.no_grad():
+                self._frozen_text = self.text_features()
+        return self._frozen_text
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        online = self.online
-        if online is not None and online.resets_after(batch_idx):
-            online.reset(self.adapted_parameters, self.trainer.optimizers[0])
+        if self.online is not None:
+            self.online.after_step(self.adapted_parameters, batch_idx, self.trainer.optimizers[0])
 
     def on_train_epoch_end(self) -> None:
         data = self.trainer.datamodule
-        if self.online is None or not getattr(data, "target_labeled", False):
-            return
-        # The stream's labels are read here, by evaluation only: training never sees them.
-        segments = data.target_segments() if isinstance(data, TargetStream) else []
-        num_known = len(self.hparams.class_names)
-        splits = self.online.record.metrics(
-            data.target_labels(), segments, num_known, self.ood_score, self.unknown_rule
-        )
-        for split, values in splits.items():
-            for name, value in values.items():
-                self.log(f"{split}/{name}", float(value))
+        if self.online is not None and getattr(data, "target_labeled", False):
+            # The stream's labels are read here, by evaluation only: training never sees them.
+            segments = data.target_segments() if isinstance(data, TargetStream) else []
+            record, rule = self.online.record, self.unknown_rule
+            for split, values in record.metrics(data.target_labels(), segments, rule).items():
+                for name, value in values.items():
+                    self.log(f"{split}/{name}", float(value))
 
     def configure_optimizers(self):
         groups = []

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from uft.errors import InputError
-from uft.metrics import OpenSetMetrics
+from uft.metrics import open_set_values
 from uft.objectives import Objective
 from uft.scores import OODScore, ThresholdRule, open_set_decision
 
@@ -90,20 +90,42 @@ class OnlineAdaptation(nn.Module):
         """``(stream batch, repetition)`` of the ``batch_idx``-th training batch of the pass."""
         return divmod(batch_idx, self.steps_per_batch)
 
-    def resets_before(self, batch_idx: int) -> bool:
-        """Whether the ``batch_idx``-th training batch starts from the zero-shot state (episodic: a new batch's
-        first step; a resumed run may not have reset after the batch before)."""
-        return self.policy == "episodic" and self.position(batch_idx)[1] == 0
+    def before_step(self, model, batch, batch_idx: int, optimizer) -> tuple[Tensor | None, Tensor | None]:
+        """At the start of a training step, before its forward pass (both write the parameters in place): the
+        episodic reset; then, for an objective with a per-sample table, the zero-shot model's image features of the
+        batch (``None`` where the image tower is at its zero-shot state: an episodic batch's first step, or no
+        visual tuning; the step's own features serve then) and its class features (computed once; not saved: the
+        start is rebuilt from the configuration). ``model`` is the :class:`~uft.module.UFTModule`."""
+        params = model.adapted_parameters
+        fresh = self.policy == "episodic" and self.position(batch_idx)[1] == 0
+        if fresh:  # also after a resume: a run stopped after a batch may not have reset yet
+            self.reset(params, optimizer)
+        if not model.objective.needs_table:
+            return None, None
+        if self.zero_shot_text is None:
+            with self.at_start(params), torch.no_grad():
+                self.zero_shot_text = model.text_features()
+        visual_tuned = bool(model.visual_norms) and model.visual_norms[0].requires_grad
+        if fresh or not visual_tuned:
+            return None, self.zero_shot_text
+        with self.at_start(params), torch.no_grad():
+            return model.image_features(batch.images), self.zero_shot_text
 
-    def resets_after(self, batch_idx: int) -> bool:
-        """Whether the state goes back to the zero-shot one after the ``batch_idx``-th training batch (episodic: a
-        batch's last step)."""
-        return self.policy == "episodic" and self.position(batch_idx)[1] == self.steps_per_batch - 1
+    def after_step(self, params: Sequence[Tensor], batch_idx: int, optimizer) -> None:
+        """Episodic: back to the zero-shot state after a batch's last step."""
+        if self.policy == "episodic" and self.position(batch_idx)[1] == self.steps_per_batch - 1:
+            self.reset(params, optimizer)
 
-    def real_rows(self, batch_idx: int, global_batch: int, num_samples: int) -> int:
-        """How many rows of this global batch are stream samples: the stream's last batch is padded to a full one
+    def real_rows(self, batch_idx: int, cosine: Tensor, index: Tensor, zero_shot: Tensor | None):
+        """The global batch's rows that are stream samples: the stream's last batch is padded to a full one
         (:class:`~uft.data.samplers.StreamSampler`), and the pads come last."""
-        return min(global_batch, num_samples - self.position(batch_idx)[0] * global_batch)
+        rows = min(len(index), self.record.num_samples - self.position(batch_idx)[0] * len(index))
+        return cosine[:rows], index[:rows], None if zero_shot is None else zero_shot[:rows]
+
+    def predicted(self, batch_idx: int, index: Tensor, cosine: Tensor, score: OODScore, step: int) -> None:
+        """Record the model's prediction of these samples, made before the update (at a batch's first step)."""
+        if self.position(batch_idx)[1] == 0:
+            self.record.write(index, cosine, score, step)
 
 
 def check_online(online: OnlineAdaptation | None, objective: Objective | None, max_epochs, max_steps, shuffle) -> None:
@@ -137,9 +159,12 @@ class StreamRecord(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.values: dict[str, Tensor] | None = None
+        self.num_classes = 0
 
     def start(self, num_samples: int, num_classes: int, device: torch.device) -> None:
-        """An empty record of ``num_samples``, unless one over as many was read from a checkpoint."""
+        """An empty record of ``num_samples`` predictions over ``num_classes`` known classes, unless one over as many
+        samples was read from a checkpoint."""
+        self.num_classes = num_classes
         if self.values is not None:
             if len(self.values["step"]) != num_samples:
                 raise InputError(
@@ -179,28 +204,21 @@ class StreamRecord(nn.Module):
         return {"index": seen.nonzero().squeeze(1), **{k: v[seen] for k, v in values.items()}}
 
     def metrics(
-        self,
-        labels: Tensor,
-        segments: list[tuple[str, range]],
-        num_known: int,
-        score: OODScore,
-        rule: ThresholdRule,
+        self, labels: Tensor, segments: list[tuple[str, range]], rule: ThresholdRule
     ) -> dict[str, dict[str, float]]:
-        """The open-set metrics of the recorded predictions, as for an evaluation split (``online``), and of each
-        segment's (``online.<name>``). The same on every process, without a collective: every process holds the
-        whole record."""
-        rows = self.rows()
+        """The open-set metrics of the recorded predictions (their scores, top classes and ``labels``, the unknown
+        decision's threshold by ``rule``), as for an evaluation split (``online``), and of each segment's
+        (``online.<name>``). The same on every process, without a collective: every process holds the whole
+        record."""
+        rows, known = self.rows(), self.num_classes
         parts = {"online": torch.ones(len(rows["index"]), dtype=torch.bool)}
         for name, members in segments:
             parts[f"online.{name}"] = (rows["index"] >= members.start) & (rows["index"] < members.stop)
-        values = {}
-        for split, keep in parts.items():
-            metric = OpenSetMetrics(num_known, score, rule, sync_on_compute=False)
-            metric.update_scored(rows["score"][keep], rows["pred"][keep], labels[rows["index"][keep]])
-            computed = metric.compute()
-            if computed["samples"]:
-                values[split] = computed
-        return values
+        return {
+            split: open_set_values(rows["score"][keep], rows["pred"][keep], labels[rows["index"][keep]], known, rule)
+            for split, keep in parts.items()
+            if keep.any()
+        }
 
     def save(self, checkpoint: dict) -> None:
         if self.values is not None:

@@ -15,15 +15,7 @@ from uft.clip import ImagePreprocess
 from uft.data.batch import collate
 from uft.data.contract import ImagePreprocessing, OnlineLearner
 from uft.data.datasets import ImageListDataset
-from uft.data.lists import (
-    UNLABELED,
-    Sample,
-    read_class_names,
-    read_list_file,
-    read_segments,
-    sample_keys,
-    segment_of,
-)
+from uft.data.lists import UNLABELED, Sample, read_class_names, sample_keys, segments_of_samples
 from uft.data.recipes import DataLayout, DataRecipe
 from uft.data.samplers import BatchShardSampler, GlobalBatchSampler, ResumableLoader, StreamSampler, per_process_batch
 from uft.data.skipped import SkippedImages
@@ -196,22 +188,13 @@ class TargetDataModule(LightningDataModule):
         return {"test": self.test_samples, "target": self.target_samples if self.target_labeled else []}
 
     def target_segments(self) -> list[tuple[str, range]]:
-        """The segments of the target stream (the domains of a continual stream, ``# segment NAME`` lines of the
-        target list, :func:`~uft.data.lists.read_segments`), as ranges of target sample indices; a segment whose images
-        are all left out (other classes, held out) is left out too. Empty for a list without segments, a folder or
-        shards."""
+        """The segments of the target stream (``# segment NAME`` lines of the target list: the domains of a continual
+        stream) as ranges of target sample indices (:func:`~uft.data.lists.segments_of_samples`); empty for a list
+        without segments, a folder or shards."""
         list_file = _recipe_defaults(self._sources, self.recipe)["train_list"]
         if not list_file or self.image_dir is None:
             return []
-        segments = read_segments(list_file)
-        if not segments:
-            return []
-        listed = read_list_file(list_file, self.image_dir, len(self.class_names))
-        named = segment_of(segments, len(listed))
-        segment_by_path = {listed[i].path: name for name, members in named for i in members}
-        names = [segment_by_path[s.path] for s in self.target_samples]
-        bounds = [i for i in range(1, len(names)) if names[i] != names[i - 1]]
-        return [(names[a], range(a, b)) for a, b in zip([0, *bounds], [*bounds, len(names)])]
+        return segments_of_samples(list_file, self.image_dir, len(self.class_names), self.target_samples)
 
     def target_paths(self) -> list[str]:
         """Paths of the target images by sample index, as the list gave them (an online run's predictions)."""

@@ -180,6 +180,22 @@ def segment_of(segments: list[tuple[str, int]], num_samples: int) -> list[tuple[
     return [(name, range(start, end)) for (name, start), end in zip(segments, starts[1:])]
 
 
+def segments_of_samples(
+    list_file: str | os.PathLike, image_dir: Path, num_classes: int, samples: list[Sample]
+) -> list[tuple[str, range]]:
+    """The segments of a list file (:func:`read_segments`) as ranges of positions in ``samples``, a selection of its
+    images in list order (e.g. the target classes, less a held-out share); a segment none of whose images were
+    selected is left out. Empty for a file without segments."""
+    segments = read_segments(list_file)
+    if not segments:
+        return []
+    listed = read_list_file(list_file, image_dir, num_classes)
+    segment_by_path = {listed[i].path: name for name, members in segment_of(segments, len(listed)) for i in members}
+    names = [segment_by_path[s.path] for s in samples]
+    bounds = [i for i in range(1, len(names)) if names[i] != names[i - 1]]
+    return [(names[a], range(a, b)) for a, b in zip([0, *bounds], [*bounds, len(names)])]
+
+
 def scan_image_folder(image_dir: Path, class_names: list[str]) -> list[Sample]:
     """Images of an ImageFolder tree ``image_dir/<class name>/...``; class ids come from ``class_names`` by name."""
     ids = {_normalise(name): i for i, name in enumerate(class_names)}
