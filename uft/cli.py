@@ -144,7 +144,8 @@ class UFTCLI(LightningCLI):
         per_process_batch(self.datamodule.batch_size, self.trainer.num_nodes * self.trainer.num_devices)
         model, trainer = self.model, self.trainer
         if isinstance(model, UFTModule):  # an online run's settings, before anything is read or written
-            check_online(model.online, model.objective, trainer.max_epochs, trainer.max_steps, self.datamodule.shuffle)
+            shuffle = getattr(self.datamodule, "shuffle", False)
+            check_online(model.online, model.objective, trainer.max_epochs, trainer.max_steps, shuffle)
         self._check_input_and_output("fit")
         self._take_lock()
         try:
