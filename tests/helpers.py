@@ -207,7 +207,15 @@ class RecordTrainingInputs(Callback):
         self.batches.append(Batch(batch.images.clone(), batch.index.clone(), batch.readable.clone()))
 
 
-EVALUATION_FIGURES = ["roc.png", "target_per_class.png", "target_scores.png", "test_per_class.png", "test_scores.png"]
+EVALUATION_FIGURES = [
+    "roc.png",
+    "target_per_class.png",
+    "target_reliability.png",
+    "target_scores.png",
+    "test_per_class.png",
+    "test_reliability.png",
+    "test_scores.png",
+]
 
 
 def assert_evaluation_figures(folder, min_bytes: int = 0) -> None:

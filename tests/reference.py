@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
 EPS = 1e-5  # inside the logarithm of the entropy
 FD_EPS = 1e-6  # step of the central finite differences
@@ -235,3 +235,105 @@ def open_set_metrics_ref(logits: torch.Tensor, labels: torch.Tensor, num_known: 
         fpr95 = float(fpr[np.argmax(tpr >= 0.95)])
     hm = 2 * pacc * auroc / (pacc + auroc)
     return {"pacc": pacc, "gacc": gacc, "auroc": auroc, "fpr95": fpr95, "hm": hm}
+
+
+def calibration_ref(
+    cosine: torch.Tensor, labels: torch.Tensor, num_known: int, logit_scale: float, bins: int = 15
+) -> dict[str, float]:
+    """Calibration and likelihood of the known-class samples under ``p_i = softmax(logit_scale * cosine_i)``, in
+    float64 python:
+
+    - ``ece`` (Guo et al., ICML 2017): the confidence ``c_i = max_k p_ik`` falls in bin ``b`` when
+      ``b / bins < c_i <= (b + 1) / bins``; ``ECE = sum_b |B_b| / n |acc(B_b) - conf(B_b)|``, accuracy = top class
+      (the first largest cosine) equals the label;
+    - ``nll = -mean_i log p_i[y_i]``.
+
+    Both NaN without a known sample.
+
+    Args:
+        cosine: (N, K) cosine similarities.
+        labels: N integer labels; ``>= num_known`` marks an unknown sample.
+        num_known: the number K of known classes.
+        logit_scale: the multiplier of the cosines.
+        bins: the number of equal-width confidence bins.
+    """
+    rows = [[float(v) for v in row] for row, y in zip(cosine.double(), labels.tolist()) if y < num_known]
+    known_labels = [y for y in labels.tolist() if y < num_known]
+    if not rows:
+        return {"ece": float("nan"), "nll": float("nan")}
+    hits, mass = [0.0] * bins, [0.0] * bins
+    nll = 0.0
+    for row, y in zip(rows, known_labels):
+        probs = softmax([logit_scale * v for v in row])
+        confidence = max(probs)
+        top = max(range(len(row)), key=lambda k, row=row: (row[k], -k))  # the first largest
+        b = next(b for b in range(bins) if b / bins < confidence <= (b + 1) / bins)
+        hits[b] += float(top == y)
+        mass[b] += confidence
+        scaled = [logit_scale * v for v in row]
+        largest = max(scaled)
+        nll += largest + math.log(sum(math.exp(v - largest) for v in scaled)) - scaled[y]
+    n = len(rows)
+    return {"ece": sum(abs(h - m) for h, m in zip(hits, mass)) / n, "nll": nll / n}
+
+
+def oscr_ref(scores, correct, known) -> float:
+    """Open-set classification rate in its pairwise form: ``sum over (correct known i, unknown j) of
+    ([s_i > s_j] + [s_i == s_j] / 2) / (N_known N_unknown)``, summed in integers (twice each term) and divided once;
+    NaN without knowns or without unknowns.
+
+    Args:
+        scores: each sample's OOD score.
+        correct: whether it is a known sample classified right.
+        known: whether it is a known sample.
+    """
+    scores, correct, known = [float(s) for s in scores], [bool(c) for c in correct], [bool(k) for k in known]
+    n_known, n_unknown = sum(known), len(known) - sum(known)
+    if n_known == 0 or n_unknown == 0:
+        return float("nan")
+    twice = 0
+    for i, s_i in enumerate(scores):
+        if not correct[i]:
+            continue
+        for j, s_j in enumerate(scores):
+            if not known[j]:
+                twice += 2 * (s_i > s_j) + (s_i == s_j)
+    return twice / (2 * n_known * n_unknown)
+
+
+def detection_extras_ref(scores: torch.Tensor, correct: torch.Tensor, known: torch.Tensor) -> dict[str, float]:
+    """``oscr`` (:func:`oscr_ref`), and scikit-learn's average precision of the knowns ranked by the score
+    (``aupr_in``) and of the unknowns ranked by minus the score (``aupr_out``), NaN when a class is absent.
+
+    Args:
+        scores: each sample's OOD score.
+        correct: whether it is a known sample classified right.
+        known: whether it is a known sample.
+    """
+    values = scores.double().numpy()
+    known = known.numpy().astype(bool)
+    aupr_in = aupr_out = float("nan")
+    if known.any() and not known.all():
+        aupr_in = float(average_precision_score(known, values))
+        aupr_out = float(average_precision_score(~known, -values))
+    return {"oscr": oscr_ref(values, correct.numpy(), known), "aupr_in": aupr_in, "aupr_out": aupr_out}
+
+
+def extra_metrics_ref(
+    logits: torch.Tensor, labels: torch.Tensor, num_known: int, logit_scale: float = 100.0
+) -> dict[str, float]:
+    """``ece`` and ``nll`` (:func:`calibration_ref` at ``logit_scale``), ``oscr``, ``aupr_in`` and ``aupr_out``
+    (:func:`detection_extras_ref`) by the float32 MSP at temperature 1 of ``logits``, as :func:`open_set_metrics_ref`
+    ranks.
+
+    Args:
+        logits: (N, K) cosine similarities over the known classes.
+        labels: N integer labels; ``>= num_known`` marks an unknown sample.
+        num_known: the number K of known classes.
+        logit_scale: the training scale of the probabilities behind ``ece`` and ``nll``.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    known = labels < num_known
+    correct = known & (logits.argmax(dim=-1) == labels)  # the top class: the first largest cosine
+    extras = detection_extras_ref(probs.max(dim=-1).values, correct, known)
+    return {**calibration_ref(logits, labels, num_known, logit_scale), **extras}

@@ -25,11 +25,11 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from uft.cli import cli_main
-from uft.metrics import DECISION_NAMES, METRIC_NAMES
+from uft.metrics import DECISION_NAMES, EXTRA_NAMES, METRIC_NAMES
 
 from .args import TINY, demo_args
 from .helpers import RecordingUEO, RecordTrainingInputs
-from .reference import confidence_ref, open_set_metrics_ref
+from .reference import confidence_ref, extra_metrics_ref, open_set_metrics_ref
 
 KNOWN = 5  # known classes 0-4 of the 8 shapes; 5-7 are unknown
 TARGET_CLASSES = range(0, 7)
@@ -181,9 +181,11 @@ def test_confidence_table_is_ueo_prepare_of_zero_shot_cosines_on_eval_transforme
 def test_validation_metrics_are_those_of_plain_zero_shot_cosines(wide_shapes_dir, tmp_path):
     """``uft validate`` writes, for each split, the metrics of the temperature-1 cosines of the split's images
     (open_clip's evaluation preprocessing) to the zero-shot prompts: accuracy per class and overall, AUROC / FPR95
-    by the maximum softmax probability at temperature 1, their harmonic mean, and the sample count; and, per sample,
-    the labels, predictions and scores behind them."""
-    cli = cli_main(["validate", *demo_args(wide_shapes_dir, tmp_path, *OPEN_SPLIT)])
+    by the maximum softmax probability at temperature 1, their harmonic mean, OSCR and the AUPRs by that score, ECE
+    and NLL of the probabilities at the configured training scale, and the sample count; and, per sample, the
+    labels, predictions and scores behind them."""
+    scale = f"--model.logit_scale={LOGIT_SCALE}"
+    cli = cli_main(["validate", *demo_args(wide_shapes_dir, tmp_path, *OPEN_SPLIT, scale)])
     written = metrics_json(cli)
     assert set(written) == {"test", "target"}
     clip, names = cli.model.clip, known_names(wide_shapes_dir)
@@ -199,22 +201,25 @@ def test_validation_metrics_are_those_of_plain_zero_shot_cosines(wide_shapes_dir
         msp = torch.softmax(cosine.double(), dim=1).max(dim=1).values
         torch.testing.assert_close(scored["ood"].double(), msp, rtol=0, atol=1e-6)
         assert {name: written[split][name] for name in expected} == pytest.approx(expected, rel=0, abs=1e-6), split
+        extras = extra_metrics_ref(cosine, labels, KNOWN, LOGIT_SCALE)
+        # Logged as float32: the NLL (nats, unbounded) to its relative precision.
+        assert {name: written[split][name] for name in extras} == pytest.approx(extras, rel=1e-6, abs=1e-6), split
 
 
 @pytest.mark.slow
 def test_closed_setting_writes_null_detection_metrics(shapes_dir, tmp_path, capsys):
     """With every target and test class known (no unknown image), fit and its evaluation log NaN for the detection
-    metrics (auroc, fpr95, hm, unknown_acc, hscore), which metrics.json writes as ``null`` and the printed table as
-    ``n/a``; the accuracies, the threshold and the counts stay numbers."""
+    metrics (auroc, fpr95, hm, unknown_acc, hscore, oscr, aupr_in, aupr_out), which metrics.json writes as ``null``
+    and the printed table as ``n/a``; the accuracies, the calibration, the threshold and the counts stay numbers."""
     closed = ["--data.split.num_known=5", "--data.split.target_classes=0-4", "--data.split.test_classes=0-4"]
     cli = cli_main(["fit", *demo_args(shapes_dir, tmp_path, *closed, "--trainer.max_epochs=1")])
-    undefined = {"auroc", "fpr95", "hm", "unknown_acc", "hscore"}
-    defined = {*METRIC_NAMES, *DECISION_NAMES} - undefined
+    undefined = {"auroc", "fpr95", "hm", "unknown_acc", "hscore", "oscr", "aupr_in", "aupr_out"}
+    defined = {*METRIC_NAMES, *DECISION_NAMES, *EXTRA_NAMES} - undefined
     written = metrics_json(cli)
     assert set(written) == {"train", "test", "target"}
     assert written["test"]["samples"] == 4 * KNOWN and written["target"]["samples"] == 6 * KNOWN
     for split in ("test", "target"):
-        assert set(written[split]) == {*METRIC_NAMES, *DECISION_NAMES, "samples"}
+        assert set(written[split]) == {*METRIC_NAMES, *DECISION_NAMES, *EXTRA_NAMES, "samples"}
         assert {name for name, value in written[split].items() if value is None} == undefined, split
         assert all(isinstance(written[split][name], float) for name in defined), split
         assert all(math.isnan(cli.trainer.callback_metrics[f"{split}/{name}"]) for name in undefined), split

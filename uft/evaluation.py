@@ -24,20 +24,31 @@ class SplitEvaluation(nn.Module):
         unknown_rule: the label-free rule that picks each split's threshold.
         splits: names of the evaluation dataloaders, in order; default ``["test", "target"]``. :meth:`serve` sets
             the names a data module declares.
+        logit_scale: the model's training scale, of the probabilities whose calibration and likelihood are
+            measured (``ece``, ``nll``).
     """
 
     def __init__(
-        self, num_known: int, ood_score: OODScore, unknown_rule: ThresholdRule, splits: list[str] | None = None
+        self,
+        num_known: int,
+        ood_score: OODScore,
+        unknown_rule: ThresholdRule,
+        splits: list[str] | None = None,
+        logit_scale: float = 100.0,
     ) -> None:
         super().__init__()
+        self.num_known, self.ood_score, self.unknown_rule = num_known, ood_score, unknown_rule
+        self.logit_scale = logit_scale
         names = dict.fromkeys([*EVAL_SPLITS, *(splits or [])])
-        self.metrics = nn.ModuleDict({split: OpenSetMetrics(num_known, ood_score, unknown_rule) for split in names})
+        self.metrics = nn.ModuleDict({split: self._metric() for split in names})
         self.configured = None if splits is None else list(splits)
         self.names = list(splits or EVAL_SPLITS)  # by dataloader index
         self.results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self.unreadable = UnreadableSeen()  # unreadable images met in this pass (or a prediction)
         self.segments: dict[str, list[tuple[str, range]]] = {}  # of the splits cut into segments
-        self.num_known, self.ood_score, self.unknown_rule = num_known, ood_score, unknown_rule
+
+    def _metric(self) -> OpenSetMetrics:
+        return OpenSetMetrics(self.num_known, self.ood_score, self.unknown_rule, logit_scale=self.logit_scale)
 
     def serve(self, served: list[str], segments: dict[str, list[tuple[str, range]]] | None = None) -> None:
         """The data's evaluation splits, in dataloader order; configured names, when given, must agree. A split cut
@@ -55,7 +66,7 @@ class SplitEvaluation(nn.Module):
             for name, _ in cut:
                 key = _segment_key(split, name)
                 if key not in self.metrics:
-                    self.metrics[key] = OpenSetMetrics(self.num_known, self.ood_score, self.unknown_rule)
+                    self.metrics[key] = self._metric()
 
     def readable(self, dataloader_idx: int, batch: Batch) -> tuple[str, Batch]:
         """The split of dataloader ``dataloader_idx`` and its ``batch`` without unreadable images (remembered)."""

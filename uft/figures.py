@@ -1,4 +1,5 @@
-"""Pictures of an evaluation: ROC curves, OOD-score histograms with the decision threshold, per-class accuracy.
+"""Pictures of an evaluation: ROC curves, OOD-score histograms with the decision threshold, per-class accuracy,
+reliability diagrams.
 
 Plain matplotlib through its object API (``matplotlib.figure.Figure``), so no display and no global backend are
 touched; every function returns a figure, which the caller saves or logs.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from uft.atomic_files import write_atomic
@@ -71,9 +73,40 @@ def per_class_figure(preds: Tensor, labels: Tensor, class_names: list[str], titl
     return fig
 
 
+def reliability_figure(confidence: Tensor, correct: Tensor, bins: int, title: str) -> Figure:
+    """Reliability diagram (Guo et al., ICML 2017): per equal-width confidence bin of
+    :func:`~uft.metrics.calibration_bins`, the accuracy (bars) and the mean confidence (dots) with the gap between
+    them shaded, against the diagonal of perfect calibration, the ECE in the legend; below, the samples per bin."""
+    from uft.metrics import calibration_bins, expected_calibration_error
+
+    counts, accuracy, mean_confidence = calibration_bins(confidence, correct, bins)
+    filled = (counts > 0).numpy()
+    centers = ((torch.arange(bins, dtype=torch.float64) + 0.5) / bins).numpy()[filled]
+    accuracy, mean_confidence = accuracy.numpy()[filled], mean_confidence.numpy()[filled]
+    fig = Figure(figsize=(4.8, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ece = expected_calibration_error(confidence, correct, bins)
+    top.bar(
+        centers, accuracy, width=1 / bins, edgecolor="black", linewidth=0.5, label=f"accuracy (ECE {100 * ece:.1f})"
+    )
+    gap = mean_confidence - accuracy
+    top.bar(centers, gap, bottom=accuracy, width=1 / bins, color="tab:red", alpha=0.3, hatch="//", label="gap")
+    top.plot(centers, mean_confidence, "o", color="tab:red", markersize=3, label="mean confidence")
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    top.legend(loc="upper left", fontsize="small")
+    bars = bottom.bar(centers, counts.numpy()[filled], width=1 / bins, color="grey", edgecolor="black", linewidth=0.5)
+    bottom.bar_label(bars, fontsize="x-small")
+    bottom.set(xlabel="confidence (top probability)", ylabel="images")
+    bottom.margins(y=0.25)  # room for the counts above the bars
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
 def evaluation_figures(results: dict[str, dict], class_names: list[str]) -> dict[str, Figure]:
-    """``name -> figure`` for the evaluation results of each split (``ood``, ``preds``, ``labels``, ``threshold``):
-    one ROC figure over the splits, and per split the score histogram and the per-class accuracy."""
+    """``name -> figure`` for the evaluation results of each split (``ood``, ``preds``, ``labels``, ``threshold``,
+    ``confidence``, ``bins``): one ROC figure over the splits, and per split the score histogram, the per-class
+    accuracy and the reliability diagram of the known-class samples."""
     num_known = len(class_names)
     figures = {}
     curves = {split: (r["ood"], r["labels"] < num_known) for split, r in results.items()}
@@ -85,6 +118,9 @@ def evaluation_figures(results: dict[str, dict], class_names: list[str]) -> dict
         figures[f"{split}_scores"] = score_histogram(r["ood"], known, r["threshold"], f"{split}: OOD score")
         if known.any():
             figures[f"{split}_per_class"] = per_class_figure(r["preds"], r["labels"], class_names, f"{split}: accuracy")
+            correct = (r["preds"] == r["labels"])[known]
+            title = f"{split}: calibration of the known classes"
+            figures[f"{split}_reliability"] = reliability_figure(r["confidence"][known], correct, r["bins"], title)
     return figures
 
 

@@ -122,7 +122,7 @@ class UFTModule(LightningModule):
             online.keep_start(self.adapted_parameters)
         self.ood_score = ood_score if ood_score is not None else MSP()
         self.unknown_rule = unknown_rule if unknown_rule is not None else HistogramSplit()
-        self.evaluation = SplitEvaluation(len(class_names), self.ood_score, self.unknown_rule, eval_splits)
+        self.evaluation = SplitEvaluation(len(class_names), self.ood_score, self.unknown_rule, eval_splits, logit_scale)
         self.predict_threshold: float | None = None  # of the unknown decision in prediction
         self.table = TargetTable()  # per-sample state over the target set (the objective's table, exclusions)
         self._eval_text: Tensor | None = None

@@ -16,8 +16,20 @@ import torch
 from uft.cli import cli_main
 from uft.errors import InputError
 from uft.harness import compare as runner
-from uft.harness.compare import Row, compare, difference_table, main, seed_table, spread_table
+from uft.harness.compare import (
+    Row,
+    columns,
+    compare,
+    csv_columns,
+    difference_table,
+    main,
+    markdown_table,
+    seed_table,
+    spread_table,
+    write_csv,
+)
 from uft.harness.spread import difference_cell, mean, paired_differences, positive_count, spread_cell
+from uft.metrics import EXTRA_NAMES
 
 from ..args import ROOT, TINY, demo_args
 from ..helpers import assert_evaluation_figures
@@ -182,6 +194,27 @@ def test_spread_over_seeds_mean_sample_std_paired_differences_and_positive_count
     assert cells(differences, "im", "ueo")["test PACC"] == "-1.0 ± 1.7 (1/3)"  # -2, +1, -2: paired seed by seed
     assert cells(differences, "im", "ueo")["test FPR95"] == "+1.0 ± 5.7 (1/2)"  # seed 1 undefined for im
     assert difference_table([zero_shot]) == ""
+
+
+def test_csv_adds_calibration_and_extra_detection_metrics_after_the_table_columns(tmp_path):
+    """comparison.csv: the tables' columns first (unchanged positions), then ECE, NLL, OSCR and the AUPRs of the same
+    splits, raw (the NLL in nats), empty where undefined; the Markdown table keeps the five main metrics."""
+    values = {"pacc": 0.5, "ece": 0.1234567, "nll": 2.5, "oscr": 0.4, "aupr_in": None}
+    rows = [Row("ueo", False, {"test": values, "target": values})]
+    extra = [(split, metric) for split in ("test", "target") for metric in EXTRA_NAMES]
+    assert csv_columns(rows) == [*columns(rows), *extra]
+    write_csv(rows, tmp_path / "comparison.csv")
+    with (tmp_path / "comparison.csv").open() as handle:
+        (line,) = csv.DictReader(handle)
+    assert list(line) == ["method", "uses_labels", *(f"{split}/{metric}" for split, metric in csv_columns(rows))]
+    assert line["test/ece"] == "0.123457" and line["target/nll"] == "2.500000" and line["test/oscr"] == "0.400000"
+    assert line["test/aupr_in"] == "" and line["target/aupr_out"] == ""
+    assert not any(name.upper() in markdown_table(rows) for name in EXTRA_NAMES)
+    # A stream's comparison: the extra metrics of its splits too.
+    stream = [Row("ueo", False, {"online": values, "online.a": values, "test": values})]
+    assert csv_columns(stream)[len(columns(stream)) :] == [
+        (split, metric) for split in ("online", "online.a", "test") for metric in EXTRA_NAMES
+    ]
 
 
 def test_seeds_of_zero_shot_on_random_weights_run_per_seed(shapes_dir, tmp_path):

@@ -15,10 +15,11 @@ from uft.atomic_files import write_bytes, write_error
 class EvaluationFigures(Callback):
     """PNG pictures of the last evaluation in ``<log dir>/figures/`` at the end of ``validate``, ``test`` and ``fit``
     (after its final evaluation): the ROC curve of each split (known vs unknown), the histogram of the OOD score of
-    known and unknown images with the unknown decision's threshold, and per-class accuracy. Also
-    ``scores.pt`` (``num_known``, and per split: OOD scores, predictions, labels, threshold) for pictures across
-    runs, and the
-    figures in TensorBoard when that is the logger. Written by process 0.
+    known and unknown images with the unknown decision's threshold, per-class accuracy, and the reliability diagram
+    of the known-class images (``<split>_reliability.png``). Also ``scores.pt`` (``num_known``, and per split: OOD
+    scores, predictions, labels, threshold, confidences and true-class log-probabilities at the training scale, the
+    number of calibration bins) for pictures across runs, and the figures in TensorBoard when that is the logger.
+    Written by process 0.
 
     Args:
         folder: sub-folder of the log directory for the pictures.

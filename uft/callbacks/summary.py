@@ -60,20 +60,23 @@ class MetricsJSON(Callback):
 
 
 def metrics_table(summary: dict[str, dict[str, float | None]]) -> str:
-    """Evaluation metrics as text: a row per metric (each once), a column per split; rates in percent."""
-    from uft.metrics import DECISION_NAMES, METRIC_NAMES
+    """Evaluation metrics as text: a row per metric (each once), a column per split; rates in percent, the threshold
+    and the NLL (nats) as numbers. The calibration and extra detection metrics follow the main ones, the sample count
+    stays last."""
+    from uft.metrics import DECISION_NAMES, EXTRA_NAMES, METRIC_NAMES
 
     splits = [split for split in summary if summary[split]]
     if not splits:
         return ""
-    names = [n for n in (*METRIC_NAMES, *DECISION_NAMES, "samples") if any(n in summary[s] for s in splits)]
+    ordered = (*METRIC_NAMES, *DECISION_NAMES, *EXTRA_NAMES, "samples")
+    names = [n for n in ordered if any(n in summary[s] for s in splits)]
 
     def cell(name: str, value: float | None) -> str:
         if value is None:
             return "n/a"
         if name == "samples":
             return f"{int(value)}"
-        return f"{value:.4g}" if name == "threshold" else f"{100 * value:.1f}"
+        return f"{value:.4g}" if name in ("threshold", "nll") else f"{100 * value:.1f}"
 
     rows = [["metric", *splits]] + [[n, *(cell(n, summary[s].get(n)) for s in splits)] for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

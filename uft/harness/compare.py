@@ -4,7 +4,8 @@ Each method config is an overlay (``configs/method/*.yaml``) added to the base c
 once; a method with an objective is trained (``trainer.fit``) and then its last checkpoint is tested
 (``trainer.test`` on the checkpoint that fit wrote), so each row holds the final model's metrics, never the best
 epoch's; a method without one (zero-shot) is only tested. Zero-shot rows come first. Writes ``comparison.md``,
-``comparison.csv`` and ``roc_test.png`` (every method's ROC curve on the test split in one picture) into ``--out``::
+``comparison.csv`` (the same columns, then ECE, NLL, OSCR and AUPR) and ``roc_test.png`` (every method's ROC curve on
+the test split in one picture) into ``--out``::
 
     python -m uft.harness.compare -c configs/demo.yaml --out runs/compare \\
         --methods configs/method/zeroshot.yaml configs/method/ueo.yaml configs/method/ent.yaml
@@ -52,7 +53,7 @@ from uft.config_files import expand_includes
 from uft.errors import InputError, one_line_errors
 from uft.evaluation import EVAL_SPLITS
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
-from uft.metrics import METRIC_NAMES
+from uft.metrics import EXTRA_NAMES, METRIC_NAMES
 from uft.quiet import quiet_lightning
 
 ZERO_SHOT, UEO = "zeroshot", "ueo"  # the references of the paired differences, by method config name
@@ -189,6 +190,15 @@ def columns(rows: list[Row]) -> list[tuple[str, str]]:
     return [(split, metric) for split in [*dict.fromkeys(stream), "test"] for metric in ONLINE_METRICS]
 
 
+def csv_columns(rows: list[Row]) -> list[tuple[str, str]]:
+    """The CSV's columns: the tables' (:func:`columns`), then the calibration and extra detection metrics
+    (:data:`~uft.metrics.EXTRA_NAMES`) of the same splits. Only in the CSV: the Markdown and console tables stay
+    one screen wide (and the paired differences would read an NLL in percentage points)."""
+    main = columns(rows)
+    splits = dict.fromkeys(split for split, _ in main)
+    return [*main, *((split, metric) for split in splits for metric in EXTRA_NAMES)]
+
+
 def _value(row: Row, split: str, metric: str) -> float | None:
     return row.metrics.get(split, {}).get(metric)
 
@@ -307,15 +317,17 @@ def seeds_report(rows: list[Row], seeds: list[int], per_seed: bool = True) -> st
 
 
 def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
-    """Wide CSV with raw fractions in [0, 1]; empty where undefined. With ``seeds``, a ``seed`` column (empty for a
-    seed-free row: it stands for every seed)."""
+    """Wide CSV with raw values (rates as fractions in [0, 1], the NLL in nats), the columns of
+    :func:`csv_columns`; empty where undefined. With ``seeds``, a ``seed`` column (empty for a seed-free row: it
+    stands for every seed)."""
     handle = io.StringIO()
     writer = csv.writer(handle)
     seed_head = ["seed"] if seeds else []
-    writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in columns(rows))])
+    head = csv_columns(rows)
+    writer.writerow(["method", *seed_head, "uses_labels", *(f"{split}/{metric}" for split, metric in head)])
     for row in rows:
         seed = ["" if row.seed is None else row.seed] if seeds else []
-        values = [_value(row, split, metric) for split, metric in columns(rows)]
+        values = [_value(row, split, metric) for split, metric in head]
         writer.writerow([row.method, *seed, row.uses_labels, *("" if v is None else f"{v:.6f}" for v in values)])
     write_atomic(path, lambda f: f.write(handle.getvalue()))
 
