@@ -89,6 +89,45 @@ def test_resnet_norm_parameters_are_batchnorm_affines():
     assert {id(p) for p in params} == {id(p) for m in bns for p in (m.weight, m.bias)}
 
 
+def test_the_reference_rule_leaves_out_the_resnet_shortcut_batchnorms():
+    """``norm_rule: reference`` selects by name as the UEO reference code does (``bn`` or ``ln`` in the name): on a
+    ResNet the shortcut BatchNorms (``downsample.1``) are left out, the others kept; on a ViT both rules agree."""
+    model, _ = load_clip("uft-tiny-rn", None)
+    by_type = clip_lib.visual_norm_parameters(model.visual, "type")
+    by_name = clip_lib.visual_norm_parameters(model.visual, "reference")
+    names = {id(p): n for n, p in model.visual.named_parameters()}
+    left_out = sorted(names[id(p)] for p in by_type if id(p) not in {id(q) for q in by_name})
+    shortcuts = [m for n, m in model.visual.named_modules() if n.endswith("downsample.1")]
+    assert shortcuts and all(isinstance(m, nn.BatchNorm2d) for m in shortcuts)
+    assert left_out == sorted(
+        f"{n}.{w}" for n, m in model.visual.named_modules() if n.endswith("downsample.1") for w in ("weight", "bias")
+    )
+    assert {id(p) for p in by_name} < {id(p) for p in by_type}  # nothing else differs
+    vit, _ = load_clip(TINY, None)
+    assert [id(p) for p in clip_lib.visual_norm_parameters(vit.visual, "reference")] == [
+        id(p) for p in clip_lib.visual_norm_parameters(vit.visual, "type")
+    ]
+
+
+def test_a_module_with_the_reference_rule_trains_those_and_refuses_a_checkpoint_of_the_other():
+    from uft.checkpoint_contents import check_loadable, model_identity
+    from uft.module import UFTModule
+
+    names = ["circle", "square", "triangle"]
+    reference = UFTModule(names, model_name="uft-tiny-rn", pretrained=None, norm_rule="reference")
+    typed = UFTModule(names, model_name="uft-tiny-rn", pretrained=None)
+    assert len(typed.visual_norms) - len(reference.visual_norms) == 8  # 4 shortcut BatchNorms, weight and bias
+    trained = {n for n, p in reference.named_parameters() if p.requires_grad}
+    assert not any("downsample" in n for n in trained) and any(
+        "downsample" in n for n, p in typed.named_parameters() if p.requires_grad
+    )
+    checkpoint = {"state_dict": {}, "uft_model_identity": model_identity(typed.hparams, typed.prompts.n_ctx)}
+    identity = model_identity(reference.hparams, reference.prompts.n_ctx)
+    with pytest.raises(InputError, match="norm_rule: checkpoint 'type', configured 'reference'"):
+        check_loadable(checkpoint, identity, set(reference.state_dict()), fitting=True)
+    check_loadable(checkpoint, identity, set(reference.state_dict()), fitting=False)  # evaluating: either serves
+
+
 def test_unknown_model_and_missing_checkpoint_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="not-a-model"):
         load_clip("not-a-model", None)

@@ -41,6 +41,7 @@ def model_identity(hparams, context_length: int) -> dict:
         "class_names": list(hparams.class_names),
         "context_length": context_length,
         "tune": hparams.tune,
+        "norm_rule": getattr(hparams, "norm_rule", "type"),
     }
 
 
@@ -49,7 +50,7 @@ def check_loadable(checkpoint: dict, identity: dict, names: set[str], fitting: b
     together (what was tuned only matters to a resumed fit), that holds non-finite parameters, or parameters not
     among ``names``."""
     saved = checkpoint.get(IDENTITY_KEY) or checkpoint.get("hyper_parameters", {})
-    keys = ["model_name", "weights", "class_names", "context_length"] + (["tune"] if fitting else [])
+    keys = ["model_name", "weights", "class_names", "context_length"] + (["tune", "norm_rule"] if fitting else [])
     differ = [key for key in keys if key in saved and saved[key] != identity[key]]
     if differ:
         details = "; ".join(

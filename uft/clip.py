@@ -291,8 +291,20 @@ def store_frozen(model: nn.Module, dtype: torch.dtype) -> None:
             p.data = p.data.to(dtype)
 
 
-def visual_norm_parameters(visual: nn.Module) -> list[nn.Parameter]:
-    """The affine weight and bias of every normalisation layer of the image tower, selected by module type."""
+def visual_norm_parameters(visual: nn.Module, rule: str = "type") -> list[nn.Parameter]:
+    """The affine weight and bias of the image tower's normalisation layers.
+
+    Args:
+        visual: the image tower.
+        rule: ``type`` selects every normalisation layer by module type (LayerNorm, BatchNorm, GroupNorm);
+            ``reference`` selects parameters by name as the UEO reference code does: those whose name holds ``bn``
+            or ``ln``. The two agree on open_clip's ViTs; on its ResNets (RN50, ...) ``reference`` leaves out the
+            BatchNorms of the shortcut branches, which are named ``downsample.1``.
+    """
+    if rule == "reference":
+        return [p for name, p in visual.named_parameters() if "bn" in name or "ln" in name]
+    if rule != "type":
+        raise ValueError(f"unknown norm rule {rule!r}: expected type or reference")
     params = []
     for module in visual.modules():
         if isinstance(module, NORM_TYPES):

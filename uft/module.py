@@ -85,6 +85,9 @@ class UFTModule(LightningModule):
         online: adapt online (``configs/online.yaml``): one pass over the target list in its order, each global
             batch predicted before the objective learns from it (the ``online`` split of ``metrics.json``, and the
             stream's ``predictions.csv``); default: offline, epochs over the whole target set.
+        norm_rule: which of the image tower's parameters are its norm affines: ``type`` (every normalisation layer,
+            by module type) or ``reference`` (by name, as the UEO reference code: ``bn`` or ``ln`` in the name, which
+            leaves out the shortcut BatchNorms of open_clip's ResNets; for reproducing the paper's RN50 numbers).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class UFTModule(LightningModule):
         ood_score: OODScore | None = None,
         unknown_rule: ThresholdRule | None = None,
         online: OnlineAdaptation | None = None,
+        norm_rule: Literal["type", "reference"] = "type",
     ) -> None:
         super().__init__()
         _check_arguments(prompt_lr, visual_lr, text_chunk_size)
@@ -116,7 +120,7 @@ class UFTModule(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.clip, self.preprocess = load_clip(model_name, pretrained)
-        self._build_trained(class_names, model_name, ctx_init, tune, frozen_dtype)
+        self._build_trained(class_names, model_name, ctx_init, tune, frozen_dtype, norm_rule)
         self.online = online
         if online is not None:
             online.keep_start(self.adapted_parameters)
@@ -132,7 +136,9 @@ class UFTModule(LightningModule):
         # Evaluation deals whole batches to processes: a small split can leave a process without any.
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
-    def _build_trained(self, class_names: list[str], model_name: str, ctx_init: str, tune: str, frozen: str) -> None:
+    def _build_trained(
+        self, class_names: list[str], model_name: str, ctx_init: str, tune: str, frozen: str, norm_rule: str
+    ) -> None:
         """The prompt context and the visual norm affines, trainable as ``tune`` says; the rest of CLIP stored as
         ``frozen``."""
         self.prompts = PromptLearner(
@@ -141,7 +147,7 @@ class UFTModule(LightningModule):
         self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
         check_prompt_lengths(class_names, self.prompts, *cut_texts(model_name, self.prompts.texts))
         self.text_length = pooled_length(self.clip, self.prompts.tokens)  # positions the text tower runs over
-        self.visual_norms = visual_norm_parameters(self.clip.visual)
+        self.visual_norms = visual_norm_parameters(self.clip.visual, norm_rule)
         for p in self.visual_norms:
             p.requires_grad_(tune in ("both", "visual"))
         store_frozen(self.clip, getattr(torch, frozen))
