@@ -305,7 +305,13 @@ def test_a_fit_from_shards_equals_the_fit_from_files(shapes, shards, tmp_path):
     for name, value in files["params"].items():  # the batch summed in another order: float32 rounding only
         torch.testing.assert_close(streamed["params"][name], value, rtol=0, atol=PARAM_ATOL)
     for split in ("test", "target"):
-        assert streamed_metrics[split] == pytest.approx(files_metrics[split], abs=1e-6)
+        # ECE and NLL see the cosines at the logit scale (100): parameters a few ulps apart move them by ~100x more
+        # (measured: 1.1e-5) than the rank and accuracy metrics.
+        scaled = {"ece", "nll"}
+        same = {k: v for k, v in streamed_metrics[split].items() if k not in scaled}
+        assert same == pytest.approx({k: v for k, v in files_metrics[split].items() if k not in scaled}, abs=1e-6)
+        for name in scaled:
+            assert streamed_metrics[split][name] == pytest.approx(files_metrics[split][name], abs=1e-4), name
 
 
 EPOCHS, BATCH, STEPS_PER_EPOCH = 3, 8, 42 // 8

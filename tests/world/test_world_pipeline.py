@@ -205,6 +205,6 @@ def test_the_demo_table_does_not_move_with_the_thread_count(tmp_path):
         with (out / "comparison.csv").open() as handle:
             (rows[threads],) = list(csv.DictReader(handle))
     metrics = [key for key in rows[1] if "/" in key]
-    assert len(metrics) == 10 and all(rows[1][key] for key in metrics)  # every metric defined in open-partial
+    assert len(metrics) == 20 and all(rows[1][key] for key in metrics)  # every metric defined in open-partial
     for key in metrics:
         assert abs(float(rows[1][key]) - float(rows[2][key])) <= 0.003, (key, rows[1][key], rows[2][key])
