@@ -34,6 +34,7 @@ from uft.checkpoint_contents import check_checkpoint_file
 from uft.data.commands import main as data_command
 from uft.data.datamodule import TargetDataModule
 from uft.data.samplers import per_process_batch
+from uft.distributed import release_process_group
 from uft.errors import Exit, InputError, UFTError, one_line_errors
 from uft.loop_progress import EPOCH_END_KEY, finished, loader_state, place, saved_epoch_batches
 from uft.module import UFTModule
@@ -297,7 +298,7 @@ def cli_main(
     ``args=None`` reads ``sys.argv``. Used by the console script, the comparison runner (which prints its own table:
     ``print_table=False``, and checks every method's arguments first: ``parse_only``) and tests."""
     with quiet_lightning():
-        return (_ParseOnlyCLI if parse_only else UFTCLI)(
+        cli = (_ParseOnlyCLI if parse_only else UFTCLI)(
             UFTModule,
             TargetDataModule,
             trainer_class=UFTTrainer,
@@ -320,6 +321,9 @@ def cli_main(
                 ],
             },
         )
+    if run:  # the run is over on every process (nothing collective follows): each lets go of its process group
+        release_process_group()
+    return cli
 
 
 def describe_argument_error(err: ArgumentError) -> str:

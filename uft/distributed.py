@@ -72,3 +72,12 @@ def any_process(flag: bool, device: torch.device) -> bool:
     if world_size() == 1:
         return flag
     return bool(sum_over_processes(torch.tensor([float(flag)], device=device)) > 0)
+
+
+def release_process_group() -> None:
+    """Destroy the default process group, if one is up, at the end of a process's run: gloo's worker threads then
+    stop while the interpreter is alive. A process that exits with the group up can abort at interpreter
+    finalisation ("terminate called without an active exception", SIGABRT: pytorch/pytorch#190489), which a
+    launcher reports as a failed run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
