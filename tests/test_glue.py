@@ -187,7 +187,7 @@ def test_validation_metrics_are_those_of_plain_zero_shot_cosines(wide_shapes_dir
     scale = f"--model.logit_scale={LOGIT_SCALE}"
     cli = cli_main(["validate", *demo_args(wide_shapes_dir, tmp_path, *OPEN_SPLIT, scale)])
     written = metrics_json(cli)
-    assert set(written) == {"test", "target"}
+    assert set(written) == {"test", "target", "selection"}  # selection: the label-free criteria
     clip, names = cli.model.clip, known_names(wide_shapes_dir)
     for split, list_name, classes in (("test", "test.txt", TEST_CLASSES), ("target", "target.txt", TARGET_CLASSES)):
         paths, labels = listed(wide_shapes_dir, list_name, classes)

@@ -34,3 +34,10 @@ def assert_metrics_agree(a: dict, b: dict) -> None:
         assert a[split]["samples"] == b[split]["samples"] == size
         for name, resolution in (("pacc", 0), ("gacc", 0), ("auroc", 1 / (known * unknown)), ("fpr95", 1 / unknown)):
             assert b[split][name] == pytest.approx(a[split][name], abs=resolution + 1e-6), (split, name)
+    # The label-free criteria (uft.selection) of the target set, gathered in sample order: cosines a few ulps apart
+    # (x the logit scale 100: ~5e-5 in a logit) move an entropy or a similarity by ~1e-5 at most.
+    assert a["selection"].keys() == b["selection"].keys() and a["selection"]["snd"] is not None
+    for name, value in a["selection"].items():
+        other = b["selection"][name]
+        assert (value is None) == (other is None), name
+        assert value is None or other == pytest.approx(value, abs=1e-4), name

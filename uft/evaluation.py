@@ -11,8 +11,10 @@ from uft.data.skipped import UnreadableSeen
 from uft.errors import InputError
 from uft.metrics import OpenSetMetrics
 from uft.scores import OODScore, ThresholdRule
+from uft.selection import TargetCosines
 
 EVAL_SPLITS = ("test", "target")  # what the data module serves when the target data has labels
+TARGET = "target"  # the split of the target set itself, whose cosines also feed the label-free criteria
 
 
 class SplitEvaluation(nn.Module):
@@ -46,6 +48,9 @@ class SplitEvaluation(nn.Module):
         self.results: dict[str, dict] = {}  # the last evaluation's per-sample scores, by split (for pictures)
         self.unreadable = UnreadableSeen()  # unreadable images met in this pass (or a prediction)
         self.segments: dict[str, list[tuple[str, range]]] = {}  # of the splits cut into segments
+        # The target split's cosines by sample index (the model-selection criteria's input, uft.selection).
+        self.target = TargetCosines(num_known)
+        self.target_cosines: tuple[Tensor, Tensor] | None = None  # the last evaluation's (index, cosine), if any
 
     def _metric(self) -> OpenSetMetrics:
         return OpenSetMetrics(self.num_known, self.ood_score, self.unknown_rule, logit_scale=self.logit_scale)
@@ -81,6 +86,8 @@ class SplitEvaluation(nn.Module):
                 "run's checkpoint?); no metric can be computed from them"
             )
         self.metrics[split].update(scores, labels)
+        if split == TARGET and index is not None:
+            self.target.update(scores, index)
         for name, members in self.segments.get(split, []) if index is not None else []:
             inside = (index >= members.start) & (index < members.stop)
             if bool(inside.any()):
@@ -98,6 +105,11 @@ class SplitEvaluation(nn.Module):
                     if SEGMENT_MARK not in split:  # pictures are of whole splits
                         self.results[split] = metric.last
             metric.reset()
+        self.target_cosines = None
+        if keep:
+            index, cosine = self.target.compute()
+            self.target_cosines = (index, cosine) if len(index) else None
+        self.target.reset()
         return values
 
 

@@ -34,6 +34,7 @@ from uft.online import OnlineAdaptation, check_online
 from uft.prompts import PromptLearner, check_prompt_lengths
 from uft.schedule import CosineToZero, plan_schedule
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision
+from uft.selection import SELECTION_SPLIT, objective_on, selection_values
 from uft.target_table import TargetTable, cosine_over
 
 
@@ -346,10 +347,26 @@ class UFTModule(LightningModule):
 
     def _eval_end(self) -> None:
         self._report_unreadable()
-        for split, values in self.evaluation.compute(keep=not self.trainer.sanity_checking).items():
-            for name, value in values.items():
+        values = self.evaluation.compute(keep=not self.trainer.sanity_checking)
+        if not self.trainer.sanity_checking and isinstance(self.trainer.datamodule, TargetData):
+            values[SELECTION_SPLIT] = self._selection_criteria(self.trainer.datamodule)
+        for split, split_values in values.items():
+            for name, value in split_values.items():
                 self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
         self._eval_text = None
+
+    def _selection_criteria(self, data: TargetData) -> dict[str, float]:
+        """The label-free criteria (:mod:`uft.selection`) on the target set: from the target split's pass when it was
+        evaluated, else from a pass over the unlabeled target set (every process holds the same rows)."""
+        if self.evaluation.target_cosines is not None:
+            index, cosine = self.evaluation.target_cosines
+        else:
+            table = self.cosine_table(data.confidence_dataloader(), data.num_target_samples, self._eval_text)
+            readable = ~table.isnan().any(dim=1)
+            index, cosine = readable.nonzero().squeeze(1), table[readable]
+        objective, scale = self.objective, self.hparams.logit_scale
+        value = objective_on(objective, getattr(objective, "needs_table", False), self.table.values, index, scale)
+        return selection_values(cosine, scale, value)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()

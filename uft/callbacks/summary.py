@@ -10,6 +10,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from uft.atomic_files import write_text
+from uft.selection import SELECTION_NAMES, SELECTION_SPLIT
+
+SIDE_GROUPS = ("train", SELECTION_SPLIT)  # logged beside the evaluation splits, not columns of the table
 
 
 class MetricsJSON(Callback):
@@ -45,9 +48,10 @@ class MetricsJSON(Callback):
         path = folder / self.filename
         write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if final and self.print_table:
-            table = metrics_table({split: values for split, values in summary.items() if split != "train"})
+            table = metrics_table({split: values for split, values in summary.items() if split not in SIDE_GROUPS})
             if table:
-                print(f"\n{table}\n(last epoch; {path})", flush=True)
+                criteria = selection_line(summary.get(SELECTION_SPLIT, {}))
+                print(f"\n{table}\n{criteria}(last epoch; {path})", flush=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, final=trainer.state.fn != "fit")
@@ -83,3 +87,9 @@ def metrics_table(summary: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
     )
+
+
+def selection_line(criteria: dict[str, float | None]) -> str:
+    """The label-free criteria (:mod:`uft.selection`) as one line below the table, or nothing without them."""
+    shown = [f"{name} {criteria[name]:.4g}" for name in SELECTION_NAMES if criteria.get(name) is not None]
+    return f"label-free criteria on the target set: {', '.join(shown)}\n" if shown else ""
