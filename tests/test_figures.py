@@ -30,6 +30,7 @@ def test_validate_and_test_write_valid_pictures_and_print_one_table(shapes_dir, 
         assert_evaluation_figures(folder, min_bytes=5000)
         saved = torch.load(folder.parent / "scores.pt", weights_only=True)
         assert saved["num_known"] == 5 and len(saved["splits"]["test"]["ood"]) == 32
+        assert len(saved["class_names"]) == 5 and (folder.parent / "per_class.csv").is_file()  # both commands
         out = capsys.readouterr().out
         assert "DataLoader" not in out and out.count("pacc") == 1  # each metric once, splits as columns
         metrics = json.loads(next(root.rglob("metrics.json")).read_text())
@@ -82,6 +83,7 @@ def test_tensorboard_gets_the_loss_learning_rates_metrics_and_pictures(shapes_di
 
     cli_main(["fit", *demo_args(shapes_dir, tmp_path, "--trainer.max_epochs=1")])
     (events,) = tmp_path.rglob("events.out.tfevents.*")
+    assert (events.parent / "per_class.csv").is_file()  # fit writes the per-class report of its final evaluation
     accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     scalars, images = set(accumulator.Tags()["scalars"]), set(accumulator.Tags()["images"])

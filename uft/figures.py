@@ -1,5 +1,5 @@
 """Pictures of an evaluation: ROC curves, OOD-score histograms with the decision threshold, per-class accuracy,
-reliability diagrams.
+reliability diagrams; and across runs, the largest changes of per-class recall.
 
 Plain matplotlib through its object API (``matplotlib.figure.Figure``), so no display and no global backend are
 touched; every function returns a figure, which the caller saves or logs.
@@ -100,6 +100,34 @@ def reliability_figure(confidence: Tensor, correct: Tensor, bins: int, title: st
     bottom.set(xlabel="confidence (top probability)", ylabel="images")
     bottom.margins(y=0.25)  # room for the counts above the bars
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def recall_changes_figure(panels: dict[str, list[tuple[str, float]]], title: str) -> Figure:
+    """One panel per ``label -> [(class name, change), ...]`` (at least one; the changes of
+    :func:`~uft.per_class.largest_recall_changes`): horizontal bars of the change of per-class recall in percentage
+    points, gains in green and losses in red, the largest gain at the top; one change axis for every panel, so the
+    panels compare."""
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    tallest = max((len(changes) for changes in panels.values()), default=1)
+    fig = Figure(figsize=(4.2 * columns, rows * max(2.2, 0.26 * tallest + 1.2)), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    reach = max((abs(d) for changes in panels.values() for _, d in changes), default=0.0)
+    limit = 100 * reach * 1.1 or 1.0  # symmetric about 0, past the longest bar; 1 point when nothing changed
+    for ax, (label, changes) in zip(axes, panels.items()):
+        ordered = sorted(changes, key=lambda item: item[1])  # barh draws from the bottom: largest gain on top
+        values = [100 * d for _, d in ordered]
+        ax.barh(range(len(ordered)), values, color=["tab:green" if v > 0 else "tab:red" for v in values])
+        ax.set_yticks(range(len(ordered)), [name for name, _ in ordered], fontsize="small")
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set(xlim=(-limit, limit), xlabel="change of recall (points)")
+        ax.set_title(label, fontsize="medium")
+        if not ordered:
+            ax.text(0.5, 0.5, "no class changed", transform=ax.transAxes, ha="center", va="center")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
     return fig
 
 

@@ -137,8 +137,9 @@ def test_runner_console_is_short_and_draws_one_picture(shapes_dir, tmp_path):
     for noise in ("DataLoader 1", "DataLoader 0", "Tip:", "GPU available", "| Name", "Test metric", "Traceback"):
         assert not any(noise in line for line in output), noise
     assert sum(line.startswith("uft compare: ") for line in output) == 3
-    with Image.open(tmp_path / "roc_test.png") as picture:
-        assert picture.format == "PNG" and picture.size[0] > 200
+    for name in ("roc_test.png", "per_class_changes_test.png"):
+        with Image.open(tmp_path / name) as picture:
+            assert picture.format == "PNG" and picture.size[0] > 200
     for method in ("zeroshot", "ueo"):
         (figures,) = (tmp_path / method).rglob("figures")
         assert_evaluation_figures(figures)
@@ -432,3 +433,82 @@ def test_runner_as_a_program_checks_the_last_method_before_running_the_first(sha
         "uft.objectives.UEO or uft.objectives.UEOOracle?"
     ]
     assert proc.stdout == "" and not out.exists()
+
+
+# --- the per-class picture -----------------------------------------------------------------------------------------
+
+CLASSES = [f"class{c:02d}" for c in range(14)]
+
+
+def _scored_run(base, method, out, extra, seed=None):
+    """A method's row whose run folder holds a scores.pt as a run writes it: the test split of 14 known classes (and
+    unknowns), zero-shot right on a third of its images, a trained method on a share its name and seed set."""
+    gen = torch.Generator().manual_seed(len(method.stem) + 100 * (seed or 0))
+    labels = torch.randint(0, len(CLASSES) + 2, (150,), generator=gen)
+    right = torch.rand(150, generator=gen) < (0.33 if method.stem == "zeroshot" else 0.6)
+    preds = torch.where(right, labels, torch.randint(0, len(CLASSES), (150,), generator=gen)).clamp(max=13)
+    test = {"ood": torch.rand(150, generator=gen), "preds": preds, "labels": labels, "threshold": 0.5}
+    log_dir = out / method.stem
+    log_dir.mkdir(parents=True, exist_ok=True)
+    saved = {"num_known": len(CLASSES), "class_names": CLASSES, "splits": {"test": test}}
+    torch.save(saved, log_dir / "scores.pt")
+    trained = method.stem != "zeroshot"
+    return Row(method.stem, False, {"test": {"pacc": 0.5}}, log_dir, trained=trained, seed=seed)
+
+
+def _drawn(monkeypatch) -> list[dict]:
+    """Records the panels the runner gives the picture of the recall changes."""
+    import uft.figures
+
+    panels, draw = [], uft.figures.recall_changes_figure
+
+    def record(changes, title):
+        panels.append(changes)
+        return draw(changes, title)
+
+    monkeypatch.setattr(uft.figures, "recall_changes_figure", record)
+    return panels
+
+
+def _changes_by_hand(before: Path, after: Path, limit: int = 10) -> list[str]:
+    """The names of the classes whose test recall changed most from ``before`` to ``after`` (scores.pt files), by
+    decreasing size of the change, then class id, computed sample by sample."""
+
+    def recalls(path: Path) -> list:
+        test = torch.load(path, weights_only=True)["splits"]["test"]
+        preds, labels = test["preds"].tolist(), test["labels"].tolist()
+        return [
+            sum(p == c for p, y in zip(preds, labels) if y == c) / n if (n := labels.count(c)) else None
+            for c in range(len(CLASSES))
+        ]
+
+    old, new = recalls(before), recalls(after)
+    changed = [(c, new[c] - old[c]) for c in range(len(CLASSES)) if None not in (old[c], new[c]) and old[c] != new[c]]
+    changed.sort(key=lambda item: (-abs(item[1]), item[0]))
+    return [CLASSES[c] for c, _ in changed[:limit]]
+
+
+@pytest.mark.parametrize("seeds", [None, [0, 1]], ids=["one-run", "seeds"])
+def test_runner_draws_the_largest_per_class_recall_changes_against_zero_shot(shapes_dir, tmp_path, monkeypatch, seeds):
+    """per_class_changes_test.png beside roc_test.png (in each seed's folder with seeds): a panel per trained method,
+    each with the ten classes whose test recall changed most against zero-shot, as a sample by sample computation
+    finds them; without a zero-shot row, no picture."""
+    from PIL import Image
+
+    monkeypatch.setattr(runner, "run_method", _scored_run)
+    panels = _drawn(monkeypatch)
+    methods = [METHOD / f"{m}.yaml" for m in ("ueo", "zeroshot", "im")]
+    compare([BASE], methods, tmp_path, overrides(shapes_dir), seeds)
+    folders = [tmp_path] if seeds is None else [tmp_path / f"seed{s}" for s in seeds]
+    assert len(panels) == len(folders)
+    for folder, drawn in zip(folders, panels):
+        with Image.open(folder / "per_class_changes_test.png") as picture:
+            assert picture.format == "PNG" and picture.size[0] > 600
+        assert list(drawn) == ["ueo - zeroshot", "im - zeroshot"]
+        for method in ("ueo", "im"):
+            names = [name for name, _ in drawn[f"{method} - zeroshot"]]
+            assert names == _changes_by_hand(folder / "zeroshot" / "scores.pt", folder / method / "scores.pt")
+            assert len(names) == 10
+    only_trained = tmp_path / "only-trained"
+    compare([BASE], [METHOD / "ueo.yaml"], only_trained, overrides(shapes_dir))
+    assert (only_trained / "ueo" / "scores.pt").is_file() and not (only_trained / "per_class_changes_test.png").exists()

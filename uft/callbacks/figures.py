@@ -10,16 +10,18 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from uft.atomic_files import write_bytes, write_error
+from uft.per_class import per_class_table, write_per_class_csv
 
 
 class EvaluationFigures(Callback):
     """PNG pictures of the last evaluation in ``<log dir>/figures/`` at the end of ``validate``, ``test`` and ``fit``
     (after its final evaluation): the ROC curve of each split (known vs unknown), the histogram of the OOD score of
     known and unknown images with the unknown decision's threshold, per-class accuracy, and the reliability diagram
-    of the known-class images (``<split>_reliability.png``). Also ``scores.pt`` (``num_known``, and per split: OOD
-    scores, predictions, labels, threshold, confidences and true-class log-probabilities at the training scale, the
-    number of calibration bins) for pictures across runs, and the figures in TensorBoard when that is the logger.
-    Written by process 0.
+    of the known-class images (``<split>_reliability.png``). Also ``scores.pt`` (``num_known``, ``class_names``, and
+    per split: OOD scores, predictions, labels, threshold, confidences and true-class log-probabilities at the
+    training scale, the number of calibration bins) for pictures across runs, ``per_class.csv`` (each split's
+    per-class report, :mod:`uft.per_class`), and the figures in TensorBoard when that is the logger. Written by
+    process 0.
 
     Args:
         folder: sub-folder of the log directory for the pictures.
@@ -38,11 +40,13 @@ class EvaluationFigures(Callback):
     def _write_files(self, trainer: Trainer, log_dir: Path, results: dict, pl_module: LightningModule) -> None:
         from uft.figures import evaluation_figures, save_figures
 
-        figures = evaluation_figures(results, list(pl_module.hparams.class_names))
+        class_names = list(pl_module.hparams.class_names)
+        figures = evaluation_figures(results, class_names)
         save_figures(figures, log_dir / self.folder)
         scores = io.BytesIO()
-        torch.save({"num_known": len(pl_module.hparams.class_names), "splits": results}, scores)
+        torch.save({"num_known": len(class_names), "class_names": class_names, "splits": results}, scores)
         write_bytes(log_dir / "scores.pt", scores.getvalue())
+        write_per_class_csv(log_dir / "per_class.csv", per_class_table(results, class_names))
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_figure"):  # TensorBoard
             try:

@@ -362,7 +362,8 @@ def check_inputs(
 def compare(
     base: list[str], methods: list[Path], out: Path, extra: list[str], seeds: list[int] | None = None
 ) -> list[Row]:
-    """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``.
+    """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``, and
+    the pictures of the test split (:func:`roc_overlay`, :func:`recall_changes`), per seed with seeds.
 
     Args:
         base: the base config files.
@@ -387,11 +388,14 @@ def compare(
         write_text(out / "comparison.md", markdown_table(rows) + "\n")
         write_csv(rows, out / "comparison.csv")
         roc_overlay(rows, out / "roc_test.png")
+        recall_changes(rows, out / "per_class_changes_test.png")
     else:
         write_text(out / "comparison.md", seeds_report(rows, seeds) + "\n")
         write_csv(rows, out / "comparison.csv", seeds=True)
         for seed in seeds:
             roc_overlay([r for r in rows if r.seed_free or r.seed == seed], out / f"seed{seed}" / "roc_test.png")
+            at_seed = [r for r in rows if r.seed_free or r.seed == seed]
+            recall_changes(at_seed, out / f"seed{seed}" / "per_class_changes_test.png")
     return rows
 
 
@@ -414,6 +418,38 @@ def roc_overlay(rows: list[Row], path: Path, split: str = "test") -> Path | None
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = roc_figure(curves, f"{split} split: known vs unknown")
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=110), binary=True)
+    return path
+
+
+def recall_changes(rows: list[Row], path: Path, split: str = "test", limit: int = 10) -> Path | None:
+    """One picture of the ``limit`` classes whose recall on ``split`` each trained method changed most against
+    zero-shot (the ``zeroshot`` row, else the first untrained one), a panel per method; none without a zero-shot
+    row or a trained row with scores (``scores.pt`` of the row's run)."""
+    from uft.figures import recall_changes_figure
+    from uft.per_class import largest_recall_changes
+
+    def scores(row: Row) -> dict | None:
+        saved = row.log_dir / "scores.pt" if row.log_dir else None
+        return torch.load(saved, weights_only=True) if saved and saved.is_file() else None
+
+    untrained = [row for row in rows if not row.trained]
+    reference = next((row for row in untrained if row.method == ZERO_SHOT), untrained[0] if untrained else None)
+    before = scores(reference) if reference else None
+    if before is None or split not in before["splits"]:
+        return None
+    num_known = before["num_known"]
+    # A scores.pt written before it kept the class names: the classes by index.
+    names = before.get("class_names") or [f"class {c}" for c in range(num_known)]
+    panels = {}
+    for row in rows:
+        after = scores(row) if row.trained else None
+        if after is not None and split in after["splits"]:
+            changes = largest_recall_changes(before["splits"][split], after["splits"][split], num_known, limit)
+            panels[f"{row.label} - {reference.method}"] = [(names[c], change) for c, change in changes]
+    if not panels:
+        return None
+    figure = recall_changes_figure(panels, f"{split} split: largest changes of per-class recall against zero-shot")
     write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=110), binary=True)
     return path
 
