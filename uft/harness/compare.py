@@ -52,9 +52,11 @@ from uft.cli import cli_main, describe_argument_error
 from uft.config_files import expand_includes
 from uft.errors import InputError, one_line_errors
 from uft.evaluation import EVAL_SPLITS
+from uft.harness.grid import Candidate, GridPoint, parse_grid, selection_report
 from uft.harness.spread import difference_cell, paired_differences, percent, spread_cell
 from uft.metrics import EXTRA_NAMES, METRIC_NAMES
 from uft.quiet import quiet_lightning
+from uft.selection import SELECTION_NAMES, SELECTION_SPLIT
 
 ZERO_SHOT, UEO = "zeroshot", "ueo"  # the references of the paired differences, by method config name
 ONLINE, ONLINE_METRICS = "online", ("pacc", "auroc", "hm")  # an online comparison's splits and columns
@@ -116,10 +118,12 @@ class Row:
     trained: bool = True  # False: zero-shot, evaluated only
     seed: int | None = None  # the training seed the runner gave; None without one, or for a seed-free row
     seed_free: bool = False  # no training on loaded weights: every seed would give this row
+    point: str | None = None  # the run's point of a --grid (uft.harness.grid.GridPoint.name); None without one
 
     @property
     def label(self) -> str:
-        return f"{self.method} (oracle: uses labels)" if self.uses_labels else self.method
+        name = self.method if self.point is None else f"{self.method} [{self.point}]"
+        return f"{name} (oracle: uses labels)" if self.uses_labels else name
 
 
 def run_args(base: list[str], method: Path, out: Path, extra: list[str], seed: int | None = None) -> list[str]:
@@ -176,6 +180,37 @@ def run_seeds(base: list[str], method: Path, out: Path, extra: list[str], seeds:
             print(f"uft compare: {method.stem}: no training on loaded weights, the same for every seed: run once")
             break
     return rows
+
+
+def run_grid(base: list[str], method: Path, out: Path, extra: list[str], points: list[GridPoint]) -> list[Row]:
+    """One run per grid point into ``out/<point>/<method name>``; a method that trains nothing once (the first
+    point's folder): the grid's values cannot change it."""
+    rows = []
+    for point in points:
+        row = run_method(base, method, out / point.folder, [*extra, *point.args])
+        if not row.trained:
+            print(f"uft compare: {method.stem}: trains nothing, the same at every grid point: run once")
+            return [row]
+        row.point = point.name
+        rows.append(row)
+    return rows
+
+
+def grid_report(rows: list[Row], out: Path) -> str:
+    """``selection.md`` (:func:`~uft.harness.grid.selection_report`: what each label-free criterion picks per
+    method) and ``selection.csv`` (every grid run's criteria and test metrics) into ``out``; returns the report."""
+    candidates = [Candidate.of(row.method, row.point, row.metrics) for row in rows if row.point is not None]
+    report = selection_report(candidates)
+    names = [*(f"{SELECTION_SPLIT}/{n}" for n in SELECTION_NAMES), *(f"test/{m}" for m in METRIC_NAMES)]
+    handle = io.StringIO()
+    writer = csv.writer(handle)
+    writer.writerow(["method", "point", *names])
+    for c in candidates:
+        values = [*(c.criteria.get(n) for n in SELECTION_NAMES), *(c.test.get(m) for m in METRIC_NAMES)]
+        writer.writerow([c.method, c.point, *("" if v is None else f"{v:.6f}" for v in values)])
+    write_atomic(out / "selection.csv", lambda f: f.write(handle.getvalue()))
+    write_text(out / "selection.md", report + "\n")
+    return report
 
 
 def columns(rows: list[Row]) -> list[tuple[str, str]]:
@@ -333,7 +368,12 @@ def write_csv(rows: list[Row], path: Path, seeds: bool = False) -> None:
 
 
 def check_inputs(
-    base: list[str], methods: list[Path], out: Path, extra: list[str], seeds: list[int] | None = None
+    base: list[str],
+    methods: list[Path],
+    out: Path,
+    extra: list[str],
+    seeds: list[int] | None = None,
+    grid: list[GridPoint] | None = None,
 ) -> None:
     """Everything :func:`compare` can refuse before its first run, as an :class:`~uft.errors.InputError`: missing
     config files, two methods with one name (one run folder), ``--out`` that is a file, ``--seeds`` beside
@@ -354,13 +394,22 @@ def check_inputs(
             raise InputError("--seeds sets each run's --seed_everything; pass one or the other")
         if not seeds or len(set(seeds)) != len(seeds):
             raise InputError(f"--seeds needs distinct seeds, got {seeds}")
+    if grid and seeds is not None:
+        raise InputError("--grid and --seeds: pass one (a grid at another seed: --seed_everything=S)")
     expand_includes([arg for config in base for arg in ("-c", config)])  # broken YAML there is no method's fault
     for method in methods:
-        check_method(run_args(base, method, out, extra, None if seeds is None else seeds[0]), method)
+        for point in grid or [None]:  # every grid value parsed as its run will parse it
+            arguments = [*extra, *(point.args if point else [])]
+            check_method(run_args(base, method, out, arguments, None if seeds is None else seeds[0]), method)
 
 
 def compare(
-    base: list[str], methods: list[Path], out: Path, extra: list[str], seeds: list[int] | None = None
+    base: list[str],
+    methods: list[Path],
+    out: Path,
+    extra: list[str],
+    seeds: list[int] | None = None,
+    grid: list[GridPoint] | None = None,
 ) -> list[Row]:
     """Run every method (zero-shot ones first) and write ``comparison.md`` and ``comparison.csv`` into ``out``, and
     the pictures of the test split (:func:`roc_overlay`, :func:`recall_changes`), per seed with seeds.
@@ -372,19 +421,27 @@ def compare(
         extra: arguments passed to every run.
         seeds: training seeds; None runs each method once with the config's seed into ``out/<method>``. With
             seeds, rows come per method and seed (a seed-free method's once), see the module docstring.
+        grid: the points of a ``--grid`` (:func:`~uft.harness.grid.parse_grid`): each trained method runs once per
+            point into ``out/<point>/<method>``, a row each; ``selection.md`` and ``selection.csv`` say what each
+            label-free criterion picks (:func:`grid_report`). No pictures across methods: a grid has too many runs.
     """
-    check_inputs(base, methods, out, extra, seeds)
+    check_inputs(base, methods, out, extra, seeds, grid)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create --out {out}: {err.strerror or err}") from None
     with quiet_runs():
-        if seeds is None:
+        if grid:
+            rows = [row for method in methods for row in run_grid(base, method, out, extra, grid)]
+        elif seeds is None:
             rows = [run_method(base, method, out, extra) for method in methods]
         else:
             rows = [row for method in methods for row in run_seeds(base, method, out, extra, seeds)]
     rows.sort(key=lambda row: row.trained)  # stable: zero-shot first, then methods and seeds in the given order
-    if seeds is None:
+    if grid:
+        write_text(out / "comparison.md", markdown_table(rows) + "\n")
+        grid_report(rows, out)
+    elif seeds is None:
         write_text(out / "comparison.md", markdown_table(rows) + "\n")
         write_csv(rows, out / "comparison.csv")
         roc_overlay(rows, out / "roc_test.png")
@@ -470,10 +527,22 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="training seeds: a run per method and seed, mean ± std and paired tables"
     )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a grid axis (repeatable: the product of the axes), e.g. model.prompt_lr=0.01,0.03,0.1: every trained "
+        "method runs at each point; selection.md says which run each label-free criterion picks",
+    )
     args, extra = parser.parse_known_args(argv)
-    rows = compare(args.config, args.methods, args.out, extra, args.seeds)
+    grid = parse_grid(args.grid)
+    rows = compare(args.config, args.methods, args.out, extra, args.seeds, grid)
     title = "\n" + textwrap.fill(args.title, 116) if args.title else ""
-    if args.seeds is None:
+    if grid:
+        written = ", ".join(str(args.out / name) for name in ("comparison.md", "selection.md", "selection.csv"))
+        report = (args.out / "selection.md").read_text().rstrip()
+        print(f"{title}\n\n{markdown_table(rows)}\n\n{report}\n\nwritten: {written}")
+    elif args.seeds is None:
         written = ", ".join(str(args.out / name) for name in ("comparison.md", "comparison.csv", "roc_test.png"))
         print(f"{title}\n\n{markdown_table(rows)}\n\nwritten: {written}")
     else:
