@@ -31,6 +31,7 @@ from uft.errors import InputError
 from uft.evaluation import SplitEvaluation
 from uft.objectives import Objective
 from uft.online import OnlineAdaptation, check_online
+from uft.preflight import check_evaluation, check_zero_shot, spread
 from uft.prompts import PromptLearner, check_prompt_lengths
 from uft.schedule import CosineToZero, plan_schedule
 from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision
@@ -222,14 +223,23 @@ class UFTModule(LightningModule):
         data = self.trainer.datamodule
         if isinstance(data, TargetData):
             self.table.start(data, self.device)
+        names = self.hparams.class_names
         if self.online is not None:  # the objective's table comes from each batch: no pass over the target set
-            self.online.record.start(self._target_data().num_target_samples, len(self.hparams.class_names), self.device)
-        elif self.objective.needs_table:
+            self.online.record.start(self._target_data().num_target_samples, len(names), self.device)
+        if self.online is None and self.objective.needs_table:
             data = self._target_data()
-            self.table.prepare(
-                self.objective, data, lambda: self.cosine_table(data.confidence_dataloader(), data.num_target_samples)
-            )
+
+            def encode() -> Tensor:  # the zero-shot pass over the target set, which the preflight looks at first
+                cosine = self.cosine_table(data.confidence_dataloader(), data.num_target_samples)
+                return check_zero_shot(cosine, data, names, rank_zero_warn)
+
+            self.table.prepare(self.objective, data, encode)
             self.table.to_device(self.device)
+        elif isinstance(data, TargetData) and self.global_step == 0:
+            # No pass over the target set here (online, or no table): the preflight's own, over a spread subset.
+            every, count = spread(data.num_target_samples)
+            cosine = self.cosine_table(data.confidence_dataloader(every), count)
+            check_zero_shot(cosine, data, names, rank_zero_warn, every)
 
     @property
     def target_table(self) -> Tensor | None:
@@ -347,13 +357,16 @@ class UFTModule(LightningModule):
 
     def _eval_end(self) -> None:
         self._report_unreadable()
-        values = self.evaluation.compute(keep=not self.trainer.sanity_checking)
+        computed = self.evaluation.compute(keep=not self.trainer.sanity_checking)
+        values = dict(computed)
         if not self.trainer.sanity_checking and isinstance(self.trainer.datamodule, TargetData):
             values[SELECTION_SPLIT] = self._selection_criteria(self.trainer.datamodule)
         for split, split_values in values.items():
             for name, value in split_values.items():
                 self.log(f"{split}/{name}", float(value), add_dataloader_idx=False)
         self._eval_text = None
+        if self.trainer.state.fn in ("validate", "test"):  # their one evaluation, before metrics.json is written
+            check_evaluation(self.evaluation, computed, self.trainer.datamodule, rank_zero_warn)
 
     def _selection_criteria(self, data: TargetData) -> dict[str, float]:
         """The label-free criteria (:mod:`uft.selection`) on the target set: from the target split's pass when it was

@@ -30,14 +30,20 @@ class TargetData(Protocol):
     #: Whether every target image has a label (oracle objectives need them).
     target_labeled: bool
 
+    #: Whether a finding of the preflight (:mod:`uft.preflight`: accuracy near chance, predictions piled onto one
+    #: class) stops the run with an error instead of a warning.
+    strict_preflight: bool
+
     @property
     def num_target_samples(self) -> int:
         """Size of the whole target set; sample indices run from 0 to this minus one."""
         ...
 
-    def confidence_dataloader(self) -> Iterable[tuple[Tensor, Tensor]]:
+    def confidence_dataloader(self, every: int = 1) -> Iterable[tuple[Tensor, Tensor]]:
         """``(images, sample index)`` batches of this process's share of the target set, evaluation transform;
-        over all processes together, every sample exactly once."""
+        over all processes together, every sample exactly once. With ``every`` above 1, of every ``every``-th sample
+        only (the preflight's spread subset, :func:`uft.preflight.spread`), indexed by position in that subset
+        (sample ``index * every``)."""
         ...
 
     def target_keys(self) -> Tensor:

@@ -102,6 +102,11 @@ class TargetDataModule(LightningDataModule):
         shuffle: draw a new order of the target set every epoch (training); ``false`` keeps the list's order. An
             online run (the model's ``online``, :mod:`uft.online`) needs ``false``: it reads the target list once,
             in its order, as a stream (:class:`~uft.data.samplers.StreamSampler`), the last batch included.
+        strict_preflight: stop the run with an error, instead of a warning, when the preflight finds the model's
+            predictions suspect (:mod:`uft.preflight`): before training, the zero-shot accuracy on the target set
+            below twice the chance rate (with labels) or one class taking over half of its predictions (without);
+            in ``validate``/``test``, the evaluated model's accuracy on a split below twice the chance rate. The
+            usual cause is a class-name file in another order than the list labels.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class TargetDataModule(LightningDataModule):
         target_shards: str | None = None,
         shard_cache: str | None = None,
         shuffle: bool = True,
+        strict_preflight: bool = False,
     ) -> None:
         super().__init__()
         self.class_names = _class_names(class_names, split, recipe)
@@ -136,6 +142,7 @@ class TargetDataModule(LightningDataModule):
         self.split, self.recipe, self.verify_images = split, recipe, verify_images
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed, self.crop_scale, self.shuffle = seed, crop_scale, shuffle
+        self.strict_preflight = strict_preflight
         self.online: OnlineAdaptation | None = None  # the model's online protocol, read at setup
         self.preprocess: ImagePreprocess | None = None  # the model's, read at setup
         self.skipped_images = SkippedImages(max_skipped)  # the run's unreadable images
@@ -317,9 +324,11 @@ class TargetDataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders()
 
-    def confidence_dataloader(self) -> DataLoader:
-        """This process's share of the target set, evaluation transform, no labels: the confidence pass."""
-        dataset = ImageListDataset(self.target_samples, self.pool.images["target"], eval_transform(self.preprocess))
+    def confidence_dataloader(self, every: int = 1) -> DataLoader:
+        """This process's share of the target set, evaluation transform, no labels: the confidence pass. With
+        ``every`` above 1, every ``every``-th sample only, indexed by position in that subset (the preflight's)."""
+        samples = self.target_samples[::every]
+        dataset = ImageListDataset(samples, self.pool.images["target"], eval_transform(self.preprocess))
         return self._eval_loader(dataset)
 
     @property
