@@ -116,9 +116,46 @@ def test_sweep_runs_from_any_folder(tmp_path, monkeypatch):
 
 def test_slurm_script_has_one_task_per_run():
     runs = plan("officehome", ["Art", "Clipart"], ["closed", "open"], ["zeroshot", "ueo", "im"])
-    assert len(runs) == 12 and runs[0] == ("Art", "closed", "zeroshot") and runs[-1] == ("Clipart", "open", "im")
+    assert len(runs) == 12
+    assert runs[0] == ("Art", "closed", "zeroshot", None)
+    assert runs[-1] == ("Clipart", "open", "im", None)
     script = slurm_script(["officehome", "/data/oh", "--out", "runs/s"], len(runs))
     assert "#SBATCH --array=0-11" in script
     assert (
         '--only "$SLURM_ARRAY_TASK_ID"' in script and "-m uft.harness.sweep officehome /data/oh --out runs/s" in script
     )
+
+
+@pytest.mark.slow
+def test_sweep_over_a_grid_runs_each_point_zero_shot_once_and_reports_the_selection(tmp_path, capsys):
+    root = fake_tree(tmp_path / "officehome", "officehome", per_class=2)
+    check("officehome", root, verify=False)
+    out = tmp_path / "sweep"
+    args = ["officehome", str(root), "--out", str(out), "--domains", "Art", "--settings", "open"]
+    args += ["--methods", "zeroshot", "ent", "--grid", "model.prompt_lr=0.001,0.5", *TINY]
+    main(args)
+    results = sorted(str(p.relative_to(out / "Art" / "open")) for p in out.rglob("result.json"))
+    assert results == [
+        "prompt_lr=0.001/ent/result.json",
+        "prompt_lr=0.001/zeroshot/result.json",
+        "prompt_lr=0.5/ent/result.json",
+    ]
+    with open(out / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["point"]) for r in rows] == [
+        ("zeroshot", "prompt_lr=0.001"),
+        ("ent", "prompt_lr=0.001"),
+        ("ent", "prompt_lr=0.5"),
+    ]
+    assert all(r["selection/snd"] for r in rows) and rows[1]["selection/entropy"] != rows[2]["selection/entropy"]
+    table = (out / "table.md").read_text()
+    assert "| ent [prompt_lr=0.5] |" in table and table.count("| zeroshot") == 1
+    assert (out / "selection.md").read_text().startswith("**ent, Art, open** (2 runs)")
+    assert "selection.md" in capsys.readouterr().out
+
+
+def test_a_grid_multiplies_the_plan():
+    from uft.harness.grid import parse_grid
+
+    runs = plan("officehome", ["Art"], ["closed", "open"], ["ueo"], parse_grid(["model.prompt_lr=1,2,3"]))
+    assert len(runs) == 6 and [r[3].name for r in runs[:3]] == ["prompt_lr=1", "prompt_lr=2", "prompt_lr=3"]

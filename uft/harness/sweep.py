@@ -34,16 +34,21 @@ from uft.clip import CHECKOUT, checkout_file
 from uft.data.check import BENCHMARKS, DATA, LIST_FOLDER
 from uft.errors import InputError, one_line_errors
 from uft.harness.compare import OneLineParser, check_method, quiet_runs, run_args, run_method
+from uft.harness.grid import Candidate, GridPoint, parse_grid, selection_report
 from uft.harness.spread import mean, percent
+from uft.selection import SELECTION_NAMES, SELECTION_SPLIT
 
 CONFIGS = CHECKOUT / "configs"
 SETTINGS = ("closed", "partial", "open", "open_partial")
 COLUMNS = (("test", "pacc"), ("test", "auroc"), ("test", "hm"))
 
 
-def plan(dataset: str, domains: list[str], settings: list[str], methods: list[str]) -> list[tuple[str, str, str]]:
-    """Every (domain, setting, method), in a fixed order: the index of a SLURM array task."""
-    return [(d, s, m) for d in domains for s in settings for m in methods]
+def plan(
+    dataset: str, domains: list[str], settings: list[str], methods: list[str], grid: list[GridPoint] | None = None
+) -> list[tuple]:
+    """Every (domain, setting, method, grid point), in a fixed order: the index of a SLURM array task; the point is
+    None without a grid."""
+    return [(d, s, m, p) for d in domains for s in settings for m in methods for p in grid or [None]]
 
 
 def canonical_domains(dataset: str, domains: list[str]) -> list[str]:
@@ -63,7 +68,7 @@ def canonical_domains(dataset: str, domains: list[str]) -> list[str]:
     return found
 
 
-def check_plan(args: argparse.Namespace, runs: list[tuple[str, str, str]], extra: list[str]) -> None:
+def check_plan(args: argparse.Namespace, runs: list[tuple], extra: list[str]) -> None:
     """Everything a sweep can refuse before its first run (or its SLURM script), as an
     :class:`~uft.errors.InputError`: unknown or repeated names, ``--only`` outside the plan, ``--out`` that is a
     file, a missing dataset folder, a uft without the checkout's configs and class names (an installed package),
@@ -92,11 +97,12 @@ def check_plan(args: argparse.Namespace, runs: list[tuple[str, str, str]], extra
         raise InputError(f"dataset root not found: {args.root}")
     selected = [runs[args.only]] if args.only is not None else runs
     checked = set()
-    for domain, setting, method in selected:  # the domain changes a value only: one parse per (setting, method)
-        if (setting, method) not in checked:
-            checked.add((setting, method))
+    for domain, setting, method, point in selected:  # the domain changes a value only: one parse per the rest
+        if (setting, method, point) not in checked:
+            checked.add((setting, method, point))
             base, method_file, folder, data = run_inputs(args.dataset, args.root, args.out, domain, setting, method)
-            check_method(run_args(base, method_file, folder, [*data, *extra]), method_file)
+            arguments = [*data, *extra, *(point.args if point else [])]
+            check_method(run_args(base, method_file, folder, arguments), method_file)
 
 
 def run_inputs(
@@ -113,41 +119,70 @@ def run_inputs(
     return base, CONFIGS / "method" / f"{method}.yaml", folder, data
 
 
-def run_one(dataset: str, root: Path, out: Path, domain: str, setting: str, method: str, extra: list[str]) -> dict:
-    """One run, unless its ``result.json`` exists; returns the result."""
-    base, method_file, folder, data = run_inputs(dataset, root, out, domain, setting, method)
+def run_one(
+    dataset: str,
+    root: Path,
+    out: Path,
+    domain: str,
+    setting: str,
+    method: str,
+    extra: list[str],
+    point: GridPoint | None = None,
+    first: GridPoint | None = None,
+) -> dict:
+    """One run (at ``point`` of a ``--grid``: into ``<setting>/<point>/<method>``), unless its ``result.json``
+    exists; returns the result. A method that trained nothing at the grid's ``first`` point is not run again."""
+    base, method_file, setting_folder, data = run_inputs(dataset, root, out, domain, setting, method)
+    folder = setting_folder if point is None else setting_folder / point.folder
     result_file = folder / method / "result.json"
+    at_first = setting_folder / first.folder / method / "result.json" if first is not None else None
+    if at_first is not None and at_first.is_file() and not json.loads(at_first.read_text()).get("trained", True):
+        return json.loads(at_first.read_text())
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    row = run_method(base, method_file, folder, [*data, *extra])
+    row = run_method(base, method_file, folder, [*data, *extra, *(point.args if point else [])])
     result = {"domain": domain, "setting": setting, "method": method, "metrics": row.metrics}
+    result.update(point=None if point is None else point.name, trained=row.trained)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def gather(results: list[dict], out: Path, settings: list[str], methods: list[str]) -> str:
-    """``table.md`` (methods x settings x {PACC, AUROC, HM}, mean over domains, percent) and ``runs.csv``."""
+    """``table.md`` (methods x settings x {PACC, AUROC, HM}, mean over domains, percent) and ``runs.csv``; with a
+    grid, a row per method and grid point, and ``selection.md`` (:func:`~uft.harness.grid.selection_report` per
+    method, domain and setting)."""
+    # A method that trains nothing ran at a grid's first point only; its result came back for every point.
+    results = list({(r["domain"], r["setting"], r["method"], r.get("point")): r for r in results}.values())
     handle = io.StringIO()
     writer = csv.writer(handle)
-    writer.writerow(["domain", "setting", "method", *(f"{s}/{m}" for s, m in COLUMNS)])
+    criteria = [(SELECTION_SPLIT, name) for name in SELECTION_NAMES]
+    writer.writerow(["domain", "setting", "method", "point", *(f"{s}/{m}" for s, m in [*COLUMNS, *criteria])])
     for r in results:
-        values = [r["metrics"].get(s, {}).get(m) for s, m in COLUMNS]
-        writer.writerow([r["domain"], r["setting"], r["method"], *("" if v is None else f"{v:.6f}" for v in values)])
+        values = [r["metrics"].get(s, {}).get(m) for s, m in [*COLUMNS, *criteria]]
+        cells = ("" if v is None else f"{v:.6f}" for v in values)
+        writer.writerow([r["domain"], r["setting"], r["method"], r.get("point") or "", *cells])
     write_text(out / "runs.csv", handle.getvalue())
     head = ["method", *(f"{setting} {m.upper()}" for setting in settings for _, m in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in methods:
-        cells = [method]
+    points = dict.fromkeys(r.get("point") for r in results)
+    for method, point in [(m, p) for m in methods for p in points]:
+        at = [r for r in results if r["method"] == method and r.get("point") == point]
+        if not at:  # a method that trains nothing ran at the first point only
+            continue
+        cells = [method if point is None else f"{method} [{point}]"]
         for setting in settings:
             for split, metric in COLUMNS:
-                values = [
-                    r["metrics"].get(split, {}).get(metric)
-                    for r in results
-                    if r["method"] == method and r["setting"] == setting
-                ]
+                values = [r["metrics"].get(split, {}).get(metric) for r in at if r["setting"] == setting]
                 cells.append(percent(mean(values)))
         lines.append("| " + " | ".join(cells) + " |")
+    if any(points):
+        groups = [
+            Candidate.of(f"{r['method']}, {r['domain']}, {r['setting']}", r["point"], r["metrics"])
+            for r in results
+            if r.get("point") is not None and r.get("trained", True)
+        ]
+        write_text(out / "selection.md", selection_report(groups) + "\n")
     table = "\n".join(lines)
     write_text(out / "table.md", table + "\n")
     return table
@@ -183,21 +218,31 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--methods", nargs="+", default=["zeroshot", "ueo"], help="names in configs/method/")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, "all_known"])
     parser.add_argument("--domains", nargs="+", help="default: every domain of the dataset")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a grid axis (repeatable), e.g. model.prompt_lr=0.01,0.03,0.1: each run at every point; selection.md "
+        "says which run each label-free criterion picks",
+    )
     parser.add_argument("--only", type=int, help="run this index of the plan only (a SLURM array task)")
     parser.add_argument("--slurm", action="store_true", help="print an sbatch array script instead of running")
     args, extra = parser.parse_known_args(argv)
     args.domains = canonical_domains(args.dataset, args.domains or list(BENCHMARKS[args.dataset].domains))
-    runs = plan(args.dataset, args.domains, args.settings, args.methods)
+    grid = parse_grid(args.grid)
+    runs = plan(args.dataset, args.domains, args.settings, args.methods, grid)
     check_plan(args, runs, extra)
     if args.slurm:
         print(slurm_script([a for a in argv if a != "--slurm"], len(runs)), end="")
         return
     selected = [runs[args.only]] if args.only is not None else runs
     with quiet_runs():
-        results = [run_one(args.dataset, args.root, args.out, *run, extra) for run in selected]
+        first = grid[0] if grid else None
+        results = [run_one(args.dataset, args.root, args.out, *run[:3], extra, run[3], first) for run in selected]
     if args.only is None:
         table = gather(results, args.out, args.settings, args.methods)
-        print(f"\n{table}\n\nwritten: {args.out / 'table.md'}, {args.out / 'runs.csv'}")
+        written = ["table.md", "runs.csv", *(["selection.md"] if grid else [])]
+        print(f"\n{table}\n\nwritten: {', '.join(str(args.out / name) for name in written)}")
 
 
 if __name__ == "__main__":
