@@ -33,12 +33,13 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
     """Zero-shot validate, fit with UEO, and a validate from last.ckpt that reproduces fit's last-epoch metrics."""
     zero_shot = cli_main(["validate", *demo_args(shapes_dir, tmp_path)])
     before = metrics_of(zero_shot)
-    assert set(before) == {"test", "target"}
+    assert set(before) == {"test", "target", "selection"}  # selection: the label-free criteria
     assert before["test"]["samples"] == len(zero_shot.datamodule.test_samples)
     assert before["target"]["samples"] == len(zero_shot.datamodule.target_samples)
-    for split in before.values():
-        assert set(METRIC_NAMES) <= set(split)
-        assert all(0.0 <= split[name] <= 1.0 for name in METRIC_NAMES)
+    for key, split in before.items():
+        if key != "selection":
+            assert set(METRIC_NAMES) <= set(split)
+            assert all(0.0 <= split[name] <= 1.0 for name in METRIC_NAMES)
 
     fit = cli_main(["fit", *demo_args(shapes_dir, tmp_path)])
     after = metrics_of(fit)
@@ -61,6 +62,8 @@ def test_validate_then_fit_then_validate_from_last_checkpoint(shapes_dir, tmp_pa
         for split in ("test", "target"):
             for name in METRIC_NAMES:
                 assert reloaded[split][name] == pytest.approx(after[split][name], abs=1e-6), (command, split, name)
+        for name, value in after["selection"].items():  # the criteria too: the objective with the checkpoint's table
+            assert value is not None and reloaded["selection"][name] == pytest.approx(value, abs=1e-5), (command, name)
 
 
 @pytest.mark.slow

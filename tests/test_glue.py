@@ -216,7 +216,7 @@ def test_closed_setting_writes_null_detection_metrics(shapes_dir, tmp_path, caps
     undefined = {"auroc", "fpr95", "hm", "unknown_acc", "hscore", "oscr", "aupr_in", "aupr_out"}
     defined = {*METRIC_NAMES, *DECISION_NAMES, *EXTRA_NAMES} - undefined
     written = metrics_json(cli)
-    assert set(written) == {"train", "test", "target"}
+    assert set(written) == {"train", "test", "target", "selection"}
     assert written["test"]["samples"] == 4 * KNOWN and written["target"]["samples"] == 6 * KNOWN
     for split in ("test", "target"):
         assert set(written[split]) == {*METRIC_NAMES, *DECISION_NAMES, *EXTRA_NAMES, "samples"}

@@ -14,7 +14,7 @@ QUIET_WARNINGS = (
     # Every process computes every split's metrics (a collective), also where it saw no batch of that split.
     r".*was called before the ``update`` method.*",
     # Logged metrics are computed from states already gathered over all processes: the same value on each.
-    r".*It is recommended to use `self.log\('(test|target)/.*sync_dist=True.*",
+    r".*It is recommended to use `self.log\('(test|target|selection)/.*sync_dist=True.*",
     # Lightning's own deprecation inside its pytree helper, not something a user can act on.
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
     # `cli_main` passes the command line with config includes expanded (uft.config_files): not a mistake.

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from uft.callbacks import SkippedImagesFile
@@ -80,13 +81,15 @@ def test_the_record_names_each_file_once_and_enforces_the_share():
 
 
 def _rows_seen_by(monkeypatch) -> list[int]:
-    """Rows of every batch that reaches UEO, which also asserts that no excluded sample's zero weight arrives."""
+    """Rows of every training batch that reaches UEO (gradients on: not the label-free criterion's value of the
+    objective at an evaluation), which also asserts that no excluded sample's zero weight arrives."""
     seen: list[int] = []
     original = UEO.forward
 
     def spy(self, logits, weights=None, cosine=None):
         assert weights is not None and bool((weights > 0).all()), "an unreadable sample reached the objective"
-        seen.append(len(logits))
+        if torch.is_grad_enabled():
+            seen.append(len(logits))
         return original(self, logits, weights, cosine)
 
     monkeypatch.setattr(UEO, "forward", spy)
