@@ -5,6 +5,9 @@ Backbones are named exactly as open_clip names them: ``model_name`` is an archit
 checkpoint file, or empty for random weights. A relative file path is looked up in the current folder, then in the
 uft checkout (so the shipped ``data/world/uft-world-vit.pt`` is found from anywhere). The tiny architectures in
 ``uft/model_configs`` are registered with open_clip on import, for tests and the demo.
+
+Which of open_clip's model families ``uft`` adapts, and how it runs each one's text tower (:class:`TextPaths`), is
+the table of ``docs/models.md#backbones``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import TextTransformer
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
@@ -54,6 +59,9 @@ def checkout_file(relative: str | Path, needed_by: str) -> Path:
     )
 
 
+#: Where the table of the model families uft adapts is, for error messages.
+BACKBONES_DOC = "docs/models.md#backbones"
+
 #: Module types whose affine weight and bias form the "visual norm" parameter group.
 NORM_TYPES = (nn.LayerNorm, _BatchNorm, nn.GroupNorm)
 
@@ -69,6 +77,7 @@ class ImagePreprocess:
 
 def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, ImagePreprocess]:
     """Build a CLIP with open_clip, frozen and in eval mode, and return it with its preprocessing config."""
+    refuse_text_side(model_name)
     pretrained = resolve_weights(pretrained) or None
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
         where = "" if Path(pretrained).is_absolute() else f" (looked in {Path.cwd()} and in {CHECKOUT})"
@@ -86,12 +95,57 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Image
             f"pretrained weights file {pretrained} cannot be read as {model_name} weights ({type(err).__name__}: "
             f"{first_line(err)})"
         ) from err
-    for required in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
-        if not hasattr(model, required):
-            raise InputError(f"{model_name}: only CLIP models with open_clip's own text transformer are supported")
+    tower = text_tower(model)
+    if not all(hasattr(tower, part) for part in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
+        kind = type(getattr(model, "text", tower)).__name__
+        raise InputError(
+            f"{model_name}: its text tower ({kind}) is not open_clip's own text transformer, the only one uft adapts "
+            f"(see {BACKBONES_DOC})"
+        )
     model.requires_grad_(False)
     model.eval()
     return model, preprocess_of(model)
+
+
+def refuse_text_side(model_name: str) -> None:
+    """Refuse, before anything is built or downloaded, an open_clip architecture whose text side ``uft`` cannot run.
+
+    ``uft`` builds its prompts with open_clip's CLIP tokenizer (``SimpleTokenizer``: a start token, the end-of-text
+    token as the highest id, padding 0) and runs open_clip's own text transformer. A text tower from Hugging Face
+    (``text_cfg.hf_model_name``: the RoBERTa, XLM-R and mT5 CLIPs, CoCa-RoBERTa) or a Hugging Face tokenizer
+    (``text_cfg.hf_tokenizer_name``, or open_clip's SigLIP tokenizer, which it picks for a name holding ``siglip``)
+    needs the ``transformers`` package and a download, and breaks those assumptions. ``hf-hub:`` and ``local-dir:``
+    names keep their configuration elsewhere: their towers and tokenizers are checked once built.
+
+    Raises:
+        InputError: naming the Hugging Face model or tokenizer the architecture needs.
+    """
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        return
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        return  # an unknown name: open_clip's own error says so
+    problem = text_side_problem(model_name, config.get("text_cfg", {}))
+    if problem:
+        raise InputError(f"{model_name}: {problem} (see {BACKBONES_DOC})")
+
+
+def text_side_problem(model_name: str, text_cfg: dict) -> str | None:
+    """What in an architecture's ``text_cfg`` ``uft`` cannot run (:func:`refuse_text_side`), or none."""
+    needs = "which needs the transformers package and a download"
+    if text_cfg.get("hf_model_name"):
+        return (
+            f"its text tower is the Hugging Face model {text_cfg['hf_model_name']!r}, {needs}: uft adapts open_clip's "
+            "own text transformer only"
+        )
+    # open_clip's get_tokenizer picks a Hugging Face tokenizer for either (its SigLipTokenizer wraps one).
+    tokenizer = text_cfg.get("hf_tokenizer_name") or ("SigLipTokenizer" if "siglip" in model_name.lower() else None)
+    if tokenizer:
+        return (
+            f"its tokenizer is the Hugging Face tokenizer {tokenizer!r}, {needs}: uft builds prompts with open_clip's "
+            "CLIP tokenizer (SimpleTokenizer) only"
+        )
+    return None
 
 
 def resolve_weights(pretrained: str | None) -> str | None:
@@ -135,6 +189,58 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
 
 
+def text_tower(clip: nn.Module) -> nn.Module:
+    """The module holding the text tower's parts (``token_embedding``, ``positional_embedding``, ``transformer``,
+    ``ln_final``, ``text_projection``, ``attn_mask``): open_clip's ``CLIP`` copies them onto itself, while
+    ``CustomTextCLIP`` (SigLIP, EVA, ...) and ``CoCa`` keep them in their ``TextTransformer``, ``clip.text``."""
+    text = getattr(clip, "text", None)
+    return text if isinstance(text, TextTransformer) else clip
+
+
+def _pooling(tower: nn.Module) -> tuple[str, int | None]:
+    """The tower's pooling (``argmax``, ``eos``, ``last``, ...) and end-of-text id, named as its class names them."""
+    if isinstance(tower, TextTransformer):
+        return tower.pool_type, tower.eos_id
+    return getattr(tower, "text_pool_type", "argmax"), getattr(tower, "text_eos_id", None)
+
+
+@dataclass(frozen=True)
+class TextPaths:
+    """How ``uft`` runs a model's text tower on prompt embeddings; every path gives open_clip's ``encode_text``
+    features (to float rounding). The table of ``docs/models.md#backbones`` says which families take which.
+
+    Attributes:
+        truncate: run only up to the last prompt's pooled (end-of-text) token. Exact for a causal tower that pools
+            there: no position after it can change the feature.
+        share_prefix: run the positions alike in every prompt (start token and context) once, every prompt attending
+            to them. Exact for a causal tower of open_clip's standard blocks: those positions see only each other.
+        own_forward: run open_clip's own ``TextTransformer.forward`` with its token lookup replaced by the prompt
+            embeddings, over the full context: for towers whose attention mask depends on the tokens or that append
+            a class token (CoCa), which uft's own pass does not mirror. Otherwise uft's own pass runs the tower.
+    """
+
+    truncate: bool
+    share_prefix: bool
+    own_forward: bool
+
+
+def text_paths(clip: nn.Module) -> TextPaths:
+    """Which :class:`TextPaths` the text tower of ``clip`` takes.
+
+    A tower without a causal mask (SigLIP's, ``no_causal_mask``) lets every position see every other one, padding and
+    class name included: neither speed path is exact there, and it runs over the full context.
+    """
+    tower = text_tower(clip)
+    # CoCa appends a class token after the text and masks the padding out of its attention (as does use_pad_mask).
+    own_forward = getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False)
+    causal = getattr(tower, "attn_mask", None) is not None and not own_forward
+    return TextPaths(
+        truncate=causal and _pooling(tower)[0] in ("argmax", "eos"),
+        share_prefix=causal and _blocks_share_prefix(tower),
+        own_forward=own_forward,
+    )
+
+
 def pooled_length(clip: nn.Module, tokens: Tensor, multiple: int = 1) -> int:
     """How many leading positions the text tower must run over for exact features of every row of ``tokens``.
 
@@ -143,13 +249,13 @@ def pooled_length(clip: nn.Module, tokens: Tensor, multiple: int = 1) -> int:
     ``multiple``, at most the context length. No rounding by default: the text tower's linear layers see K x length
     tokens whatever the length, so padding positions only adds work (measured in ``bench/step_bench.py``). A tower
     without a causal mask, or one that pools another position (``first``, ``last``, none), runs over the full
-    context. Reads ``tokens`` on the host: compute it once per token set, not in a training step.
+    context (:func:`text_paths`). Reads ``tokens`` on the host: compute it once per token set, not in a training step.
     """
     full = tokens.shape[1]
-    pool = getattr(clip, "text_pool_type", "argmax")
-    if getattr(clip, "attn_mask", None) is None or pool not in ("argmax", "eos"):
+    if not text_paths(clip).truncate:
         return full
-    end = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == clip.text_eos_id).int().argmax(dim=-1)
+    pool, eos_id = _pooling(text_tower(clip))
+    end = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
     needed = int(end.max()) + 1
     return min(full, -(-needed // multiple) * multiple)
 
@@ -164,61 +270,74 @@ def encode_text_embeddings(
 ) -> Tensor:
     """Run CLIP's text tower on token embeddings instead of token ids (so learnable context can enter).
 
-    Mirrors open_clip's ``CLIP.encode_text`` after the embedding lookup, over the first ``length`` positions only
+    Mirrors open_clip's ``encode_text`` after the embedding lookup, over the first ``length`` positions only
     (default :func:`pooled_length`; ``tokens.shape[1]`` for the full context): the features are those of the
     full-length pass. ``tokens`` locates the pooling position (the end-of-text token) exactly as the tower would for
     the same text.
 
     ``shared_prefix``: the number of leading positions whose embeddings are the same in every row (the start token
-    and a shared prompt context). The tower is causal, so their activations are the same in every row too: they are
+    and a shared prompt context). When the tower is causal, their activations are the same in every row too: they are
     computed once and every row attends to them (exact; standard open_clip blocks only, others run every row in
-    full). With ``chunk_size``, the texts are encoded that many at a time and, when gradients are recorded, each
-    chunk's activations are recomputed in the backward pass (activation checkpointing): the memory kept for the
-    backward pass is then one chunk's inputs instead of every layer's activations of all texts, for one more
-    forward pass of the text tower. Returns unnormalised features.
+    full; :func:`text_paths`). With ``chunk_size``, the texts are encoded that many at a time and, when gradients are
+    recorded, each chunk's activations are recomputed in the backward pass (activation checkpointing): the memory
+    kept for the backward pass is then one chunk's inputs instead of every layer's activations of all texts, for one
+    more forward pass of the text tower. Returns unnormalised features.
     """
     length = pooled_length(clip, tokens) if length is None else length
     embeddings, tokens = embeddings[:, :length], tokens[:, :length]
-    shared = shared_prefix if 0 < shared_prefix < int(tokens.shape[1]) and _blocks_share_prefix(clip) else 0
+    paths = text_paths(clip)
+    shared = shared_prefix if 0 < shared_prefix < int(tokens.shape[1]) and paths.share_prefix else 0
+    encode = _encode_with_own_forward if paths.own_forward else _encode_positions
     if chunk_size is None or chunk_size >= len(tokens):
-        return _encode_positions(clip, embeddings, tokens, shared)
+        return encode(text_tower(clip), embeddings, tokens, shared)
     parts = []
     for emb, tok in zip(embeddings.split(chunk_size), tokens.split(chunk_size)):
         if torch.is_grad_enabled() and emb.requires_grad:
-            parts.append(checkpoint(_encode_positions, clip, emb, tok, shared, use_reentrant=False))
+            parts.append(checkpoint(encode, text_tower(clip), emb, tok, shared, use_reentrant=False))
         else:
-            parts.append(_encode_positions(clip, emb, tok, shared))
+            parts.append(encode(text_tower(clip), emb, tok, shared))
     return torch.cat(parts)
 
 
-def _encode_positions(clip: nn.Module, embeddings: Tensor, tokens: Tensor, shared: int = 0) -> Tensor:
+def _encode_positions(tower: nn.Module, embeddings: Tensor, tokens: Tensor, shared: int = 0) -> Tensor:
     length = tokens.shape[1]
-    cast_dtype = clip.transformer.get_cast_dtype()
-    x = embeddings.to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
-    mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length].contiguous()
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = embeddings.to(cast_dtype) + tower.positional_embedding[:length].to(cast_dtype)
+    mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length].contiguous()
     if shared:
-        x = _shared_prefix_transformer(clip.transformer, x[:1, :shared], x[:, shared:], mask)
+        x = _shared_prefix_transformer(tower.transformer, x[:1, :shared], x[:, shared:], mask)
         tokens = tokens[:, shared:]  # the end-of-text token lies after the shared prefix
     else:
-        x = clip.transformer(x, attn_mask=mask)
-    x = clip.ln_final(x)
-    x = open_clip.transformer.text_global_pool(x, tokens, clip.text_pool_type, getattr(clip, "text_eos_id", None))
-    if clip.text_projection is not None:
-        x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
+        x = tower.transformer(x, attn_mask=mask)
+    x = tower.ln_final(x)
+    x = open_clip.transformer.text_global_pool(x, tokens, *_pooling(tower))
+    if tower.text_projection is not None:
+        x = tower.text_projection(x) if isinstance(tower.text_projection, nn.Linear) else x @ tower.text_projection
     return x
 
 
-def _blocks_share_prefix(clip: nn.Module) -> bool:
+def _encode_with_own_forward(tower: nn.Module, embeddings: Tensor, tokens: Tensor, shared: int = 0) -> Tensor:
+    """open_clip's ``TextTransformer.forward`` on ``tokens`` with the token lookup's output replaced by
+    ``embeddings`` (:class:`TextPaths` ``own_forward``); ``shared`` is unused (no speed path applies)."""
+    handle = tower.token_embedding.register_forward_hook(lambda module, args, output: embeddings.to(output.dtype))
+    try:
+        out = tower(tokens)
+    finally:
+        handle.remove()
+    return out[0] if isinstance(out, tuple) else out  # (pooled, tokens) for a tower with output_tokens (CoCa)
+
+
+def _blocks_share_prefix(tower: nn.Module) -> bool:
     """Whether the text tower is a stack of open_clip's standard blocks, which the shared-prefix pass mirrors."""
-    tower = clip.transformer
-    return tower.batch_first and all(
+    transformer = tower.transformer
+    return transformer.batch_first and all(
         type(block) is open_clip.transformer.ResidualAttentionBlock
         and not hasattr(block, "ln_1_kv")
         and block.attn.batch_first
         and block.attn._qkv_same_embed_dim
         and block.attn.bias_k is None
         and not block.attn.add_zero_attn
-        for block in tower.resblocks
+        for block in transformer.resblocks
     )
 
 
@@ -266,9 +385,9 @@ def encode_tokens(clip: nn.Module, tokens: Tensor, chunk_size: int | None = None
     """``clip.encode_text(tokens)`` (unnormalised) over the positions up to the last end-of-text token only, the
     leading tokens common to all rows encoded once; ``tokens`` may be on the host (the tokenizer's output), they are
     moved to the model's device."""
-    length, shared = pooled_length(clip, tokens), common_prefix(tokens)
-    tokens = tokens[:, :length].to(clip.token_embedding.weight.device)
-    return encode_text_embeddings(clip, clip.token_embedding(tokens), tokens, length, chunk_size, shared)
+    length, shared, embedding = pooled_length(clip, tokens), common_prefix(tokens), text_tower(clip).token_embedding
+    tokens = tokens[:, :length].to(embedding.weight.device)
+    return encode_text_embeddings(clip, embedding(tokens), tokens, length, chunk_size, shared)
 
 
 @torch.no_grad()
@@ -314,8 +433,22 @@ def visual_norm_parameters(visual: nn.Module, rule: str = "type") -> list[nn.Par
 
 @functools.lru_cache(maxsize=8)
 def tokenizer_of(model_name: str):
-    """open_clip's tokenizer for ``model_name``, built once (building one reads its whole vocabulary)."""
-    return open_clip.get_tokenizer(model_name)
+    """open_clip's tokenizer for ``model_name``, built once (building one reads its whole vocabulary).
+
+    Raises:
+        InputError: when it is not open_clip's CLIP tokenizer, whose start, end-of-text and padding tokens the
+            prompts are built around (:func:`refuse_text_side` says so before loading, for a named architecture).
+    """
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except (ImportError, OSError, RuntimeError, ValueError) as err:  # a Hugging Face tokenizer out of reach
+        raise InputError(f"{model_name}: cannot build its tokenizer ({type(err).__name__}: {first_line(err)})") from err
+    if not isinstance(tokenizer, SimpleTokenizer):
+        raise InputError(
+            f"{model_name}: its tokenizer is {type(tokenizer).__name__}: uft builds prompts with open_clip's CLIP "
+            f"tokenizer (SimpleTokenizer) only (see {BACKBONES_DOC})"
+        )
+    return tokenizer
 
 
 def tokenize(model_name: str, texts: list[str]) -> Tensor:

@@ -21,6 +21,7 @@ from uft.clip import (
     pooled_length,
     store_frozen,
     template_features,
+    text_tower,
     tokenize,
     visual_norm_parameters,
 )
@@ -54,11 +55,14 @@ class UFTModule(LightningModule):
     Args:
         class_names: names of the K known classes (linked from the data module).
         objective: the unsupervised loss, e.g. ``uft.objectives.UEO``; none for a zero-shot model (no ``fit``).
-        model_name: open_clip architecture (``ViT-B-16``) or ``hf-hub:org/repo`` name.
+        model_name: open_clip architecture (``ViT-B-16``) or ``hf-hub:org/repo`` name; the families uft adapts (and
+            those it refuses in one line) are the table of ``docs/models.md#backbones``.
         pretrained: open_clip pretrained tag (``openai``), local checkpoint file, or empty for random weights.
         ctx_init: words whose embeddings initialise the prompt context (their count is the context length).
         tune: which parameters train: ``both``, ``prompt`` (context only) or ``visual`` (norm affines only).
-        logit_scale: multiplier of cosine similarities in the training objective.
+        logit_scale: multiplier of cosine similarities in the training objective, for every family: the model's own
+            learned ``logit_scale`` and a sigmoid model's ``logit_bias`` (SigLIP's) are not read (a bias alike for
+            every class does not change the softmax over classes).
         prompt_lr: learning rate of the prompt context.
         visual_lr: learning rate of the visual norm affines.
         optimizer: optimiser class and arguments; receives the two parameter groups with their learning rates.
@@ -75,8 +79,9 @@ class UFTModule(LightningModule):
         text_chunk_size: encode the class prompts this many at a time, recomputing each chunk's text-tower
             activations in the backward pass (activation checkpointing): for thousands of classes, the memory kept
             for the backward pass no longer grows with the class count, for one more text forward pass per step.
-            Default: all prompts at once. The text tower always runs only up to the longest prompt's end-of-text
-            token, and the start token and context, alike in every prompt, run once (both exact: it is causal).
+            Default: all prompts at once. A causal text tower always runs only up to the longest prompt's
+            end-of-text token, and the start token and context, alike in every prompt, run once (both exact for a
+            causal tower; other towers run over the full context: :class:`uft.clip.TextPaths`).
         ood_score: how "known" an image looks, from its cosine similarities to the class prompts: ranks images for
             AUROC/FPR95 and drives the unknown decision (``uft.scores.MSP``, ``MaxLogit``, ``Energy``); default
             MSP at temperature 1, the paper's.
@@ -144,7 +149,7 @@ class UFTModule(LightningModule):
         """The prompt context and the visual norm affines, trainable as ``tune`` says; the rest of CLIP stored as
         ``frozen``."""
         self.prompts = PromptLearner(
-            class_names, lambda texts: tokenize(model_name, texts), self.clip.token_embedding, ctx_init
+            class_names, lambda texts: tokenize(model_name, texts), text_tower(self.clip).token_embedding, ctx_init
         )
         self.prompts.ctx.requires_grad_(tune in ("both", "prompt"))
         check_prompt_lengths(class_names, self.prompts, *cut_texts(model_name, self.prompts.texts))
