@@ -35,7 +35,7 @@ from uft.online import OnlineAdaptation, check_online
 from uft.preflight import check_evaluation, check_zero_shot, spread
 from uft.prompts import PromptLearner, check_prompt_lengths
 from uft.schedule import CosineToZero, plan_schedule
-from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision
+from uft.scores import MSP, HistogramSplit, OODScore, ThresholdRule, open_set_decision, unknown_threshold
 from uft.selection import SELECTION_SPLIT, objective_on, selection_values
 from uft.target_table import TargetTable, cosine_over
 
@@ -407,8 +407,7 @@ class UFTModule(LightningModule):
         # The unknown decision's threshold, from the unlabeled target set's scores under the same weights.
         data = self._target_data()
         cosine = self.cosine_table(data.confidence_dataloader(), data.num_target_samples, self._eval_text)
-        scores = self.ood_score(cosine[~cosine.isnan().any(dim=1)])
-        self.predict_threshold = self.unknown_rule.threshold(scores)
+        self.predict_threshold = unknown_threshold(cosine, self.ood_score, self.unknown_rule)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Per image: sample ``index`` and the open-set decision (:func:`~uft.scores.open_set_decision`)."""

@@ -131,6 +131,12 @@ class HistogramSplit(ThresholdRule):
         return low + (cut + 1) * (high - low) / self.bins
 
 
+def unknown_threshold(cosine: Tensor, score: OODScore, rule: ThresholdRule) -> float:
+    """The threshold ``rule`` picks from the ``score`` of every readable row of ``cosine`` (N, K; an unreadable
+    image's row is NaN): ``uft predict``'s, and ``uft export``'s, from the target set."""
+    return rule.threshold(score(cosine[~cosine.isnan().any(dim=1)]))
+
+
 def open_set_decision(cosine: Tensor, score: OODScore, threshold: float) -> dict[str, Tensor]:
     """What ``uft predict`` says of each image from its cosine similarities (N, K): ``pred_id`` (the top class,
     or -1, unknown, where the score is below ``threshold``), ``score``, ``known_prob`` (softmax probability of the
