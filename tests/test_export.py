@@ -15,9 +15,10 @@ import open_clip
 import pytest
 import torch
 
-from uft.cli import cli_main, export_main, main
+from uft.cli import cli_main, main
 from uft.errors import InputError
 from uft.export import SCORE_EXPRESSIONS, ood_score_of, score_rule, write_export
+from uft.export_command import export_main
 from uft.scores import MSP, Energy, MaxLogit, OODScore
 
 from .args import TINY, demo_args
