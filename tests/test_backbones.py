@@ -242,3 +242,30 @@ def test_the_cli_refuses_a_siglip_name_in_one_line(shapes_dir, tmp_path, capsys,
     message = one_line(lambda args: main(), [], capsys)
     assert message.startswith("ViT-B-16-SigLIP: its tokenizer is the Hugging Face tokenizer 'timm/ViT-B-16-SigLIP'")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model_name", _families(slow_timm=True))
+def test_each_family_exports_and_reloads_through_open_clip(model_name, shapes_dir, tmp_path):
+    """A one-step fit exported with `uft export` (full weights): open_clip rebuilds the model from the folder's
+    model.pt, and its image features against the classifier's class features give the cosines of uft's own adapted
+    model within the features' tolerance, while the adapted norm affines differ from the random start's."""
+    from uft.cli import cli_main
+    from uft.export_command import export_main
+
+    lrs = ["--model.prompt_lr=0.1", "--model.visual_lr=0.1", "--model.objective=uft.objectives.ENT"]
+    args = demo_args(shapes_dir, tmp_path / "run", f"--model.model_name={model_name}", *lrs)
+    fit = cli_main(["fit", *args, "--trainer.max_steps=1"])
+    out = tmp_path / "export"
+    export_main([f"--ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", f"--out={out}", *args])
+    reloaded, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(out / "model.pt"))
+    classifier = torch.load(out / "classifier.pt", weights_only=True)
+    start = _open_clip(model_name).visual.state_dict()  # the seed-0 random weights the fit started from
+    adapted = {n: p for n, p in reloaded.visual.state_dict().items() if not torch.equal(p, start[n])}
+    assert adapted, "the exported model holds the random start's image tower"
+    size = preprocess.transforms[0].size  # the side of the images open_clip's transform makes
+    images = torch.randn(6, 3, size, size, generator=torch.Generator().manual_seed(3))
+    fit.model.eval()
+    with torch.no_grad():
+        expected = fit.model.cosine(images)
+        features = torch.nn.functional.normalize(reloaded.eval().encode_image(images), dim=-1)
+    torch.testing.assert_close(features @ classifier["class_features"].T, expected, rtol=0, atol=FEATURE_ATOL)
