@@ -676,6 +676,9 @@ def test_an_interrupted_shard_command_leaves_nothing_behind(shapes, tmp_path, ca
         env=run_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A terminal's Ctrl-C reaches a command that handles SIGINT. A test runner started in the background by a
+        # shell without job control inherits SIGINT ignored (POSIX), and so would the command: nothing to test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline, partial = time.monotonic() + 120, None
