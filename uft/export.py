@@ -17,7 +17,7 @@ The folder holds:
   torch's maintained way to serialise a model (TorchScript is in maintenance), traces open_clip's towers as they
   are, and ``torch.export.load`` needs nothing but torch.
 
-Plain torch and open_clip: the command's glue (checkpoint, data, threshold pass) is in :mod:`uft.cli`.
+Plain torch and open_clip: the command's glue (checkpoint, data, threshold pass) is in :mod:`uft.export_command`.
 """
 
 from __future__ import annotations
